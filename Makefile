@@ -1,0 +1,70 @@
+# islandora-job: the README's commands.
+#   make deploy   deploy gearmand, the PHP extension and the worker onto this machine (ansible-playbook site.yml)
+#   make test     every test of the project (what CI runs)
+#   make check    lint, types and unit tests: the quick everyday loop
+# Each target does its own set-up on a fresh Debian 12 machine as root.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= /usr/bin/python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+# Debian packages the tests need: the real peers (gearmand, the gearman CLI, PHP with the extension)
+# and the queue back-ends the role tests start on free ports.
+APT_TEST := gearman-job-server gearman-tools php-cli php-gearman python3-venv \
+	sqlite3 redis-server memcached
+# What `make deploy` needs on the controller itself.
+APT_DEPLOY := python3-venv
+
+.PHONY: help deploy test check lint typecheck unit integration system-deps venv clean
+
+help:
+	@echo "make deploy   deploy the Gearman stack and the worker onto this machine (ansible-playbook site.yml)"
+	@echo "make test     run every test of the project, as CI does"
+	@echo "make check    lint, types and unit tests (under two minutes)"
+
+$(VENV)/.installed: pyproject.toml
+	scripts/apt-install python3-venv
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+system-deps:
+	scripts/apt-install $(APT_TEST)
+
+deploy: venv
+	scripts/apt-install $(APT_DEPLOY)
+	@if [ ! -f site.yml ]; then \
+		echo "make deploy will run 'ansible-playbook site.yml' against inventory/hosts.yml (localhost):"; \
+		echo "  gearmand with a persistent sqlite queue, the PHP gearman extension, the islandora-job worker."; \
+		echo "The Ansible roles have not landed yet; nothing was changed."; \
+		exit 1; \
+	fi
+	$(BIN)/ansible-playbook site.yml
+
+lint: venv
+	$(BIN)/ruff check islandora_job tests
+	$(BIN)/ruff format --check islandora_job tests
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+check: lint typecheck unit
+
+integration: venv system-deps
+	$(BIN)/pytest tests $(PYTEST_ARGS)
+
+test: lint typecheck integration
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

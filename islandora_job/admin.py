@@ -1,0 +1,262 @@
+"""gearmand's admin text protocol, parsed into typed results.
+
+The admin protocol shares the job port: a line in, either one ``OK ...``/``ERR ...`` line or a list of lines ended
+by ``.`` back. The parsers are plain functions over the text so they can be tested without a server; the
+:class:`AdminClient` only moves lines.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from urllib.parse import unquote_plus
+
+from islandora_job.address import ServerAddress
+from islandora_job.connection import describe_os_error
+from islandora_job.errors import ConnectionLost, IslandoraJobError, ProtocolError, ServerUnavailable
+
+#: An admin answer larger than this is not an answer gearmand would give.
+MAX_ANSWER = 64 * 1024 * 1024
+
+
+class AdminError(IslandoraJobError):
+    """gearmand answered ``ERR``: ``code`` is its error code (``UNKNOWN_JOB``, ``UNKNOWN_COMMAND``, ...)."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(f"gearmand refused: {code} {text}".strip())
+        self.code = code
+        self.text = text
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionStatus:
+    """One line of ``status``: jobs queued (total, including running), running, and workers that can do it."""
+
+    function: str
+    total: int
+    running: int
+    workers: int
+
+    @property
+    def waiting(self) -> int:
+        return max(self.total - self.running, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class PriorityStatus:
+    """One line of ``prioritystatus``: queued jobs by priority, and workers."""
+
+    function: str
+    high: int
+    normal: int
+    low: int
+    workers: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One line of ``workers``: a connection, its client id (``-`` when unset) and the functions it can do.
+
+    Every connection is listed, clients and admin sessions too: those have no functions.
+    """
+
+    fd: int
+    ip: str
+    client_id: str
+    functions: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedJob:
+    """One line of ``show jobs``."""
+
+    handle: str
+    retries: int
+    ignore_job: bool
+    queued: bool
+
+
+def _fields(line: str, count: int, what: str) -> list[str]:
+    parts = line.split("\t")
+    if len(parts) != count:
+        raise ProtocolError(f"{what}: expected {count} tab-separated fields, got {line!r}")
+    return parts
+
+
+def _number(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ProtocolError(f"{what}: {text!r} is not a number") from None
+
+
+def parse_status(lines: list[str]) -> list[FunctionStatus]:
+    result = []
+    for line in lines:
+        name, total, running, workers = _fields(line, 4, "status")
+        result.append(
+            FunctionStatus(name, _number(total, "status"), _number(running, "status"), _number(workers, "status"))
+        )
+    return result
+
+
+def parse_priority_status(lines: list[str]) -> list[PriorityStatus]:
+    result = []
+    for line in lines:
+        name, *numbers = _fields(line, 5, "prioritystatus")
+        high, normal, low, workers = (_number(n, "prioritystatus") for n in numbers)
+        result.append(PriorityStatus(name, high, normal, low, workers))
+    return result
+
+
+def parse_workers(lines: list[str]) -> list[WorkerInfo]:
+    result = []
+    for line in lines:
+        parts = line.split(" ", 3)
+        if len(parts) != 4 or not parts[3].startswith(":"):
+            raise ProtocolError(f"workers: cannot parse {line!r}")
+        fd, ip, client_id, functions = parts
+        result.append(WorkerInfo(_number(fd, "workers"), ip, client_id, tuple(functions[1:].split())))
+    return result
+
+
+def parse_show_jobs(lines: list[str]) -> list[QueuedJob]:
+    result = []
+    for line in lines:
+        handle, retries, ignore, queued = _fields(line, 4, "show jobs")
+        result.append(
+            QueuedJob(handle, _number(retries, "show jobs"), ignore not in ("0", ""), queued not in ("0", ""))
+        )
+    return result
+
+
+def parse_ok(line: str) -> str:
+    """The text after ``OK`` of a one-line answer; ``ERR`` becomes :class:`AdminError`."""
+    line = line.rstrip("\r")
+    if line == "OK" or line.startswith("OK "):
+        return line[3:]
+    if line.startswith("ERR"):
+        _, _, rest = line.partition(" ")
+        code, _, text = rest.partition(" ")
+        raise AdminError(code, unquote_plus(text))
+    raise ProtocolError(f"unexpected admin answer {line!r}")
+
+
+class AdminClient:
+    """One admin session with one gearmand. Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, address: ServerAddress | str, *, timeout: float = 5.0) -> None:
+        self.address = address if isinstance(address, ServerAddress) else ServerAddress.parse(address)
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._buffer = b""
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._buffer = b""
+
+    # -- commands ----------------------------------------------------------------------------------------------
+
+    def status(self) -> list[FunctionStatus]:
+        return parse_status(self._list("status"))
+
+    def priority_status(self) -> list[PriorityStatus]:
+        return parse_priority_status(self._list("prioritystatus"))
+
+    def workers(self) -> list[WorkerInfo]:
+        return parse_workers(self._list("workers"))
+
+    def show_jobs(self) -> list[QueuedJob]:
+        return parse_show_jobs(self._list("show jobs"))
+
+    def show_unique_jobs(self) -> list[str]:
+        return self._list("show unique jobs")
+
+    def version(self) -> str:
+        return parse_ok(self._line("version"))
+
+    def getpid(self) -> int:
+        return _number(parse_ok(self._line("getpid")), "getpid")
+
+    def cancel_job(self, handle: str) -> None:
+        """Remove a queued job (also from the persistent queue). Raises AdminError ``UNKNOWN_JOB`` if absent."""
+        _check_word(handle, "job handle")
+        parse_ok(self._line(f"cancel job {handle}"))
+
+    def maxqueue(self, function: str, size: int | tuple[int, int, int] | None = None) -> None:
+        """Limit the queue of a function (one size, or high/normal/low); ``None`` removes the limit."""
+        _check_word(function, "function name")
+        if size is None:
+            sizes = ""
+        elif isinstance(size, int):
+            sizes = f" {size}"
+        else:
+            sizes = " " + " ".join(str(s) for s in size)
+        parse_ok(self._line(f"maxqueue {function}{sizes}"))
+
+    # -- transport ---------------------------------------------------------------------------------------------
+
+    def _connect(self) -> socket.socket:
+        if self._sock is None:
+            try:
+                self._sock = socket.create_connection((self.address.host, self.address.port), timeout=self.timeout)
+            except OSError as exc:
+                raise ServerUnavailable([(str(self.address), describe_os_error(exc))]) from exc
+        return self._sock
+
+    def _send(self, command: str) -> None:
+        sock = self._connect()
+        try:
+            sock.sendall(command.encode("utf-8") + b"\n")
+        except OSError as exc:
+            self.close()
+            raise ConnectionLost(str(self.address), describe_os_error(exc)) from exc
+
+    def _read_line(self) -> str:
+        sock = self._connect()
+        while b"\n" not in self._buffer:
+            if len(self._buffer) > MAX_ANSWER:
+                self.close()
+                raise ProtocolError(f"{self.address}: admin answer exceeds {MAX_ANSWER} bytes")
+            try:
+                chunk = sock.recv(65536)
+            except OSError as exc:
+                self.close()
+                raise ConnectionLost(str(self.address), describe_os_error(exc)) from exc
+            if not chunk:
+                self.close()
+                raise ConnectionLost(str(self.address), "closed by the server")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        try:
+            return line.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError:
+            self.close()
+            raise ProtocolError(f"{self.address}: admin answer is not UTF-8") from None
+
+    def _line(self, command: str) -> str:
+        self._send(command)
+        return self._read_line()
+
+    def _list(self, command: str) -> list[str]:
+        self._send(command)
+        lines: list[str] = []
+        while (line := self._read_line()) != ".":
+            if not lines and line.startswith("ERR"):
+                parse_ok(line)
+            lines.append(line)
+        return lines
+
+
+def _check_word(value: str, what: str) -> None:
+    """Admin commands are space-separated lines: an argument with white space would smuggle in another command."""
+    if not value or any(c.isspace() for c in value):
+        raise ValueError(f"{what} {value!r} must be non-empty and contain no white space")

@@ -1,0 +1,296 @@
+"""Client and admin sub-commands: submit, status, workers, version, cancel.
+
+Servers come from ``--server`` flags, else ``ISLANDORA_JOB_SERVERS``, else 127.0.0.1:4730. Output on stdout is
+for scripts (results, handles, tables or JSON); every complaint goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any, TextIO
+
+from islandora_job.address import ServerAddress, servers_from_environment
+from islandora_job.admin import AdminClient, AdminError
+from islandora_job.cli import exit_codes
+from islandora_job.client import PRIORITIES, JobClient
+from islandora_job.errors import (
+    ConnectionLost,
+    IslandoraJobError,
+    JobError,
+    ProtocolError,
+    ServerUnavailable,
+)
+from islandora_job.payload import PayloadError, parse_cli_argument
+
+
+def register(commands: Any) -> None:
+    """Add this module's sub-commands to the ``islandora-job`` parser."""
+    server_flag = argparse.ArgumentParser(add_help=False)
+    server_flag.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a gearmand to use (repeatable; default: $ISLANDORA_JOB_SERVERS, else 127.0.0.1:4730)",
+    )
+
+    submit = commands.add_parser(
+        "submit",
+        parents=[server_flag],
+        help="submit a job and print its result (or its handle with --background)",
+        description="Each ARG is parsed as JSON when it is valid JSON, else taken as a string.",
+    )
+    submit.add_argument("name", metavar="NAME", help="the job name (the payload's func)")
+    submit.add_argument("args", metavar="ARG", nargs="*", help="positional arguments of the job")
+    submit.add_argument("--background", action="store_true", help="queue it and print the job handle")
+    submit.add_argument("--priority", choices=PRIORITIES, default="normal")
+    submit.add_argument("--site", metavar="URL", help="the payload's site (the Drupal base URL)")
+    submit.add_argument("--uid", metavar="N", help="the payload's uid (the Drupal user id)")
+    submit.add_argument("--alias", metavar="FUNCTION", help="the job's alias: the Gearman function to submit to")
+    submit.add_argument("--multisite", metavar="PREFIX", help="multisite prefix: submit to PREFIX_NAME")
+    unique = submit.add_mutually_exclusive_group()
+    unique.add_argument("--unique", metavar="KEY", help="unique key: gearmand coalesces queued jobs with the same key")
+    unique.add_argument("--dedupe", action="store_true", help="derive the unique key from the payload")
+    submit.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="give up waiting after this long")
+    submit.set_defaults(handler=cmd_submit)
+
+    status = commands.add_parser("status", parents=[server_flag], help="the queue per function and server")
+    status.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    status.add_argument("--interval", type=_positive_float, default=2.0, metavar="SECONDS", help="--watch period")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=cmd_status)
+
+    workers = commands.add_parser("workers", parents=[server_flag], help="the workers connected to each server")
+    workers.add_argument("--all", action="store_true", help="also list connections that serve no function")
+    workers.add_argument("--json", action="store_true", help="machine-readable output")
+    workers.set_defaults(handler=cmd_workers)
+
+    version = commands.add_parser("version", parents=[server_flag], help="each server's gearmand version")
+    version.set_defaults(handler=cmd_version)
+
+    cancel = commands.add_parser("cancel", parents=[server_flag], help="remove a queued (not yet running) job")
+    cancel.add_argument("handle", metavar="HANDLE")
+    cancel.set_defaults(handler=cmd_cancel)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def _servers(args: argparse.Namespace) -> list[ServerAddress]:
+    return servers_from_environment(args.server)
+
+
+def _error(message: str) -> None:
+    print(f"islandora-job: {message}", file=sys.stderr)
+
+
+# -- submit --------------------------------------------------------------------------------------------------------
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    uid: int | str | None = args.uid
+    if args.uid is not None and args.uid.lstrip("-").isdigit():
+        uid = int(args.uid)
+    job_args = [parse_cli_argument(text) for text in args.args]
+    options: dict[str, Any] = {
+        "priority": args.priority,
+        "unique": args.unique,
+        "dedupe": args.dedupe,
+        "alias": args.alias,
+        "timeout": args.timeout,
+    }
+    try:
+        with JobClient(_servers(args), site=args.site, uid=uid, multisite=args.multisite) as client:
+            if args.background:
+                handle = client.submit_background(args.name, *job_args, **options)
+                print(handle)
+                return exit_codes.OK
+            data = client.submit(args.name, *job_args, **options)
+    except PayloadError as exc:
+        _error(str(exc))
+        return exit_codes.USAGE
+    except JobError as exc:
+        _error(str(exc))
+        return exit_codes.JOB_FAILED
+    except (ServerUnavailable, ConnectionLost, ProtocolError) as exc:
+        _error(str(exc))
+        return exit_codes.UNREACHABLE
+    out = sys.stdout.buffer
+    out.write(data)
+    if sys.stdout.isatty() and not data.endswith(b"\n"):
+        out.write(b"\n")
+    out.flush()
+    return exit_codes.OK
+
+
+# -- status --------------------------------------------------------------------------------------------------------
+
+
+def _collect_status(servers: list[ServerAddress]) -> list[dict[str, Any]]:
+    """One entry per server: its functions' queues, or the error that kept us from asking."""
+    report: list[dict[str, Any]] = []
+    for address in servers:
+        entry: dict[str, Any] = {"server": str(address), "error": None, "functions": []}
+        try:
+            with AdminClient(address) as admin:
+                statuses = admin.status()
+                priorities = {p.function: p for p in admin.priority_status()}
+        except IslandoraJobError as exc:
+            entry["error"] = str(exc)
+            report.append(entry)
+            continue
+        for status in statuses:
+            row = {
+                "function": status.function,
+                "queued": status.total,
+                "running": status.running,
+                "waiting": status.waiting,
+                "workers": status.workers,
+            }
+            if (priority := priorities.get(status.function)) is not None:
+                row.update(high=priority.high, normal=priority.normal, low=priority.low)
+            entry["functions"].append(row)
+        report.append(entry)
+    return report
+
+
+def _render_status(report: list[dict[str, Any]], out: TextIO) -> None:
+    headers = ("SERVER", "FUNCTION", "WAITING", "RUNNING", "WORKERS", "HIGH", "NORMAL", "LOW")
+    rows: list[tuple[str, ...]] = []
+    for entry in report:
+        if entry["error"]:
+            rows.append((entry["server"], f"(unreachable: {entry['error']})", "", "", "", "", "", ""))
+            continue
+        for f in entry["functions"]:
+            rows.append(
+                (
+                    entry["server"],
+                    f["function"],
+                    str(f["waiting"]),
+                    str(f["running"]),
+                    str(f["workers"]),
+                    str(f.get("high", "")),
+                    str(f.get("normal", "")),
+                    str(f.get("low", "")),
+                )
+            )
+    _table(headers, rows, out)
+
+
+def _table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]], out: TextIO) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    for row in (headers, *rows):
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    servers = _servers(args)
+    render: Callable[[list[dict[str, Any]], TextIO], None]
+    render = _render_json if args.json else _render_status
+    if not args.watch:
+        report = _collect_status(servers)
+        render(report, sys.stdout)
+        return _unreachable_exit(report)
+    try:
+        while True:
+            report = _collect_status(servers)
+            if sys.stdout.isatty():
+                sys.stdout.write("\x1b[H\x1b[2J")  # home and clear: refresh in place
+            sys.stdout.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  every {args.interval:g}s, Ctrl-C to stop\n")
+            render(report, sys.stdout)
+            sys.stdout.flush()
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return exit_codes.OK
+
+
+def _render_json(report: list[dict[str, Any]], out: TextIO) -> None:
+    json.dump(report, out, indent=2)
+    out.write("\n")
+
+
+def _unreachable_exit(report: list[dict[str, Any]]) -> int:
+    """Exit 3 when any server could not be asked: a monitor must notice a missing server."""
+    failed = [entry for entry in report if entry["error"]]
+    for entry in failed:
+        _error(f"{entry['server']}: {entry['error']}")
+    return exit_codes.UNREACHABLE if failed else exit_codes.OK
+
+
+# -- workers, version, cancel --------------------------------------------------------------------------------------
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    report: list[dict[str, Any]] = []
+    for address in _servers(args):
+        entry: dict[str, Any] = {"server": str(address), "error": None, "workers": []}
+        try:
+            with AdminClient(address) as admin:
+                workers = admin.workers()
+        except IslandoraJobError as exc:
+            entry["error"] = str(exc)
+        else:
+            entry["workers"] = [asdict(w) for w in workers if args.all or w.functions]
+        report.append(entry)
+    if args.json:
+        _render_json(report, sys.stdout)
+    else:
+        rows = [
+            (entry["server"], str(w["fd"]), w["ip"], w["client_id"], " ".join(w["functions"]))
+            for entry in report
+            for w in entry["workers"]
+        ]
+        _table(("SERVER", "FD", "IP", "CLIENT_ID", "FUNCTIONS"), rows, sys.stdout)
+    return _unreachable_exit(report)
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    report: list[dict[str, Any]] = []
+    for address in _servers(args):
+        entry: dict[str, Any] = {"server": str(address), "error": None}
+        try:
+            with AdminClient(address) as admin:
+                print(f"{address}\t{admin.version()}")
+        except IslandoraJobError as exc:
+            entry["error"] = str(exc)
+        report.append(entry)
+    return _unreachable_exit(report)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    reachable = 0
+    for address in _servers(args):
+        try:
+            with AdminClient(address) as admin:
+                reachable += 1
+                admin.cancel_job(args.handle)
+        except AdminError as exc:
+            if exc.code == "UNKNOWN_JOB":
+                continue
+            _error(f"{address}: {exc}")
+            return exit_codes.JOB_FAILED
+        except ValueError as exc:
+            _error(str(exc))
+            return exit_codes.USAGE
+        except IslandoraJobError as exc:
+            _error(str(exc))
+            reachable -= 1
+            continue
+        print(f"cancelled {args.handle} on {address}")
+        return exit_codes.OK
+    if reachable == 0:
+        return exit_codes.UNREACHABLE
+    _error(f"no server has a queued job {args.handle} (running jobs cannot be cancelled)")
+    return exit_codes.JOB_FAILED

@@ -1,0 +1,540 @@
+"""Submit islandora_job jobs to gearmand: one at a time, in the background, or many at once.
+
+The three public submission calls are one engine, :meth:`JobClient.submit_batch`: a single job is a batch of one.
+The engine pipelines: it writes up to ``max_in_flight`` submissions per connection before it reads, matches each
+JOB_CREATED to the oldest unanswered submission on that connection (gearmand answers in order), and then follows
+each foreground job by its handle until WORK_COMPLETE, WORK_FAIL or WORK_EXCEPTION.
+
+Which server gets a job: one with a unique key goes to the server chosen by a hash of that key, so that gearmand
+can coalesce duplicates (libgearman does the same); others rotate over the servers. A server that is down is skipped
+for a jittered, growing interval and the next one in turn is used.
+
+What is retried, and what is not (the rule that keeps jobs from being lost or silently doubled):
+* a submission that no server acknowledged yet (no JOB_CREATED) is sent again, to the next server, because the
+  connection broke before gearmand said it had it;
+* a background job that was acknowledged is done as far as the client is concerned (gearmand owns it);
+* a foreground job that was acknowledged and then lost its connection is reported as failed with
+  :class:`ConnectionLost`: the job may or may not have run, and running it again is the caller's decision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import selectors
+import time
+import zlib
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from islandora_job.address import ServerAddress, servers_from_environment
+from islandora_job.backoff import Backoff
+from islandora_job.codec import DEFAULT_MAX_PACKET, Command, Packet, encode
+from islandora_job.connection import ConnectFailed, Connection
+from islandora_job.errors import (
+    ConnectionLost,
+    IslandoraJobError,
+    JobError,
+    JobException,
+    JobFailed,
+    JobTimeout,
+    ProtocolError,
+    ServerUnavailable,
+)
+from islandora_job.payload import Payload, PayloadError, check_unique, dedupe_key, function_name
+
+Priority = Literal["high", "normal", "low"]
+
+_SUBMIT: dict[tuple[bool, str], Command] = {
+    (False, "high"): Command.SUBMIT_JOB_HIGH,
+    (False, "normal"): Command.SUBMIT_JOB,
+    (False, "low"): Command.SUBMIT_JOB_LOW,
+    (True, "high"): Command.SUBMIT_JOB_HIGH_BG,
+    (True, "normal"): Command.SUBMIT_JOB_BG,
+    (True, "low"): Command.SUBMIT_JOB_LOW_BG,
+}
+PRIORITIES: tuple[str, ...] = ("high", "normal", "low")
+#: Marks the OPTION_REQ "exceptions" in a connection's queue of unanswered requests.
+_OPTION = -1
+#: How often one submission may be re-sent after connections broke before gearmand acknowledged it.
+_MAX_SEND_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """One job to submit. ``site``/``uid`` default to the client's; ``dedupe`` derives the unique key."""
+
+    name: str
+    args: Sequence[Any] = ()
+    priority: Priority = "normal"
+    unique: str | None = None
+    dedupe: bool = False
+    alias: str | None = None
+    site: str | None = None
+    uid: int | str | None = None
+
+
+@dataclass(slots=True)
+class JobResult:
+    """What became of one job of a batch. ``error`` is set when it did not complete."""
+
+    request: JobRequest
+    function: str = ""
+    handle: str | None = None
+    data: bytes | None = None
+    error: IslandoraJobError | None = None
+    status: tuple[int, int] | None = None
+    partial: list[bytes] = field(default_factory=list)
+    warnings: list[bytes] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def result(self) -> bytes:
+        """The job's output, or its error raised."""
+        if self.error is not None:
+            raise self.error
+        return self.data or b""
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    """GET_STATUS of a job handle: known to the server, running, and the worker's last progress report."""
+
+    handle: str
+    known: bool
+    running: bool
+    numerator: int
+    denominator: int
+
+
+@dataclass(slots=True)
+class _Prepared:
+    index: int
+    command: Command
+    function: str
+    unique: str
+    data: bytes
+    attempts: int = 0
+    retry_until: float = 0.0
+
+
+@dataclass(slots=True)
+class _ConnState:
+    """A connection's share of one batch: submissions awaiting JOB_CREATED, then foreground jobs by handle."""
+
+    awaiting: deque[int] = field(default_factory=deque)
+    handles: dict[bytes, int] = field(default_factory=dict)
+
+
+class JobClient:
+    """A Gearman client for islandora_job payloads. Not thread-safe: give each thread its own."""
+
+    def __init__(
+        self,
+        servers: Iterable[str | ServerAddress] | None = None,
+        *,
+        site: str | None = None,
+        uid: int | str | None = None,
+        multisite: str | None = None,
+        connect_timeout: float = 5.0,
+        io_timeout: float = 30.0,
+        max_in_flight: int = 1000,
+        max_packet: int = DEFAULT_MAX_PACKET,
+        retry_window: float = 5.0,
+    ) -> None:
+        if servers is None:
+            addresses = servers_from_environment()
+        else:
+            addresses = [s if isinstance(s, ServerAddress) else ServerAddress.parse(s) for s in servers]
+        if not addresses:
+            raise ServerUnavailable([])
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self.servers: list[ServerAddress] = list(dict.fromkeys(addresses))
+        self.site = site
+        self.uid = uid
+        self.multisite = multisite
+        self.max_in_flight = max_in_flight
+        self.retry_window = retry_window
+        self._connections = {
+            address: Connection(address, connect_timeout=connect_timeout, io_timeout=io_timeout, max_packet=max_packet)
+            for address in self.servers
+        }
+        self._backoff = {address: Backoff(initial=0.5, cap=30.0) for address in self.servers}
+        self._down_until = dict.fromkeys(self.servers, 0.0)
+        self._option_pending: set[Connection] = set()
+        self._rotation = 0
+
+    # -- public API -------------------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        name: str,
+        *args: Any,
+        priority: Priority = "normal",
+        unique: str | None = None,
+        dedupe: bool = False,
+        alias: str | None = None,
+        timeout: float | None = None,
+    ) -> bytes:
+        """Run a job and return its output. Raises JobFailed, JobException, JobTimeout or ServerUnavailable."""
+        request = JobRequest(name, args, priority, unique, dedupe, alias)
+        [result] = self.submit_batch([request], timeout=timeout, raise_unavailable=True)
+        return result.result()
+
+    def submit_background(
+        self,
+        name: str,
+        *args: Any,
+        priority: Priority = "normal",
+        unique: str | None = None,
+        dedupe: bool = False,
+        alias: str | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        """Queue a job and return its handle once gearmand has acknowledged it."""
+        request = JobRequest(name, args, priority, unique, dedupe, alias)
+        [result] = self.submit_batch([request], background=True, timeout=timeout, raise_unavailable=True)
+        if result.error is not None:
+            raise result.error
+        assert result.handle is not None
+        return result.handle
+
+    def submit_batch(
+        self,
+        jobs: Iterable[JobRequest | tuple[str, Sequence[Any]]],
+        *,
+        background: bool = False,
+        timeout: float | None = None,
+        raise_unavailable: bool = False,
+    ) -> list[JobResult]:
+        """Submit many jobs at once; results come back in submission order, failures reported per job.
+
+        Like ``islandora_job_submit_batch`` (addTask + runTasks): all jobs are in flight together over the open
+        connections. With ``background=True`` each result has the handle and no data.
+        """
+        requests = [job if isinstance(job, JobRequest) else JobRequest(job[0], tuple(job[1])) for job in jobs]
+        results = [JobResult(request) for request in requests]
+        prepared: deque[_Prepared] = deque()
+        for index, request in enumerate(requests):
+            try:
+                prepared.append(self._prepare(index, request, background))
+                results[index].function = prepared[-1].function
+            except PayloadError as exc:
+                if raise_unavailable:
+                    raise
+                results[index].error = JobFailed(f"job {request.name!r} not submitted: {exc}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._run(prepared, results, background, deadline, raise_unavailable)
+        return results
+
+    def get_status(self, handle: str, timeout: float = 5.0) -> JobStatus:
+        """Ask the servers about a job handle; the first that knows it answers (handles are per server)."""
+        unknown = JobStatus(handle, False, False, 0, 0)
+        attempts: list[tuple[str, str]] = []
+        for address in self.servers:
+            connection = self._open([address], attempts)
+            if connection is None:
+                continue
+            try:
+                connection.send_packet(Command.GET_STATUS, handle)
+                status = self._await_status(connection, handle.encode(), time.monotonic() + timeout)
+            except (ConnectionLost, ProtocolError, TimeoutError) as exc:
+                self._mark_down(address, str(exc))
+                attempts.append((str(address), str(exc)))
+                continue
+            if status.known:
+                return status
+        if len(attempts) == len(self.servers):
+            raise ServerUnavailable(attempts)
+        return unknown
+
+    def close(self) -> None:
+        for connection in self._connections.values():
+            connection.close()
+
+    def __enter__(self) -> JobClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- preparing submissions ----------------------------------------------------------------------------------
+
+    def _prepare(self, index: int, request: JobRequest, background: bool) -> _Prepared:
+        if request.priority not in PRIORITIES:
+            raise PayloadError(f"priority must be one of {', '.join(PRIORITIES)}, not {request.priority!r}")
+        site = request.site if request.site is not None else self.site
+        uid = request.uid if request.uid is not None else self.uid
+        data = Payload(request.name, tuple(request.args), site, uid).encode()
+        function = function_name(request.name, request.alias, self.multisite)
+        if request.unique is not None and request.dedupe:
+            raise PayloadError("give either a unique key or dedupe, not both")
+        unique = dedupe_key(function, data) if request.dedupe else check_unique(request.unique or "")
+        return _Prepared(index, _SUBMIT[(background, request.priority)], function, unique, data)
+
+    # -- choosing servers ----------------------------------------------------------------------------------------
+
+    def _order(self, unique: str) -> list[ServerAddress]:
+        """Servers in the order to try for one job: hashed by unique key, else the next in rotation."""
+        count = len(self.servers)
+        if unique:
+            start = zlib.crc32(unique.encode()) % count
+        else:
+            start = self._rotation % count
+            self._rotation += 1
+        return [self.servers[(start + offset) % count] for offset in range(count)]
+
+    def _open(self, order: Sequence[ServerAddress], attempts: list[tuple[str, str]]) -> Connection | None:
+        """The first server of ``order`` that is connected or connects; servers in back-off are tried last."""
+        now = time.monotonic()
+        ready = [a for a in order if self._down_until[a] <= now or self._connections[a].connected]
+        resting = [a for a in order if a not in ready]
+        for address in ready + resting:
+            connection = self._connections[address]
+            if connection.connected:
+                return connection
+            try:
+                connection.connect()
+                # Ask for WORK_EXCEPTION packets; the answer is matched in order like any other request.
+                connection.send_packet(Command.OPTION_REQ, "exceptions")
+            except ConnectFailed as exc:
+                self._mark_down(address, exc.reason)
+                attempts.append((str(address), exc.reason))
+                continue
+            except ConnectionLost as exc:
+                self._mark_down(address, exc.reason)
+                attempts.append((str(address), exc.reason))
+                continue
+            self._option_pending.add(connection)
+            self._backoff[address].reset()
+            self._down_until[address] = 0.0
+            return connection
+        return None
+
+    def _mark_down(self, address: ServerAddress, reason: str) -> None:
+        self._connections[address].close()
+        self._option_pending.discard(self._connections[address])
+        self._down_until[address] = time.monotonic() + self._backoff[address].next_delay()
+        del reason  # kept by the caller in its list of attempts
+
+    # -- the engine ----------------------------------------------------------------------------------------------
+
+    def _run(
+        self,
+        pending: deque[_Prepared],
+        results: list[JobResult],
+        background: bool,
+        deadline: float | None,
+        raise_unavailable: bool,
+    ) -> None:
+        batch = _Batch(self, pending, results, background, raise_unavailable)
+        try:
+            batch.run(deadline)
+        finally:
+            batch.selector.close()
+
+    def _await_status(self, connection: Connection, handle: bytes, deadline: float) -> JobStatus:
+        while True:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no STATUS_RES")
+            for packet in connection.receive():
+                if packet.command is Command.STATUS_RES and packet["job_handle"] == handle:
+                    return JobStatus(
+                        handle.decode("utf-8", "replace"),
+                        packet["known"] == b"1",
+                        packet["running"] == b"1",
+                        _to_int(packet["numerator"]),
+                        _to_int(packet["denominator"]),
+                    )
+                if packet.command is Command.ERROR and not self._take_option(connection):
+                    raise ProtocolError(f"server answered GET_STATUS with ERROR {packet.args}")
+                if packet.command is Command.OPTION_RES:
+                    self._take_option(connection)
+
+    def _take_option(self, connection: Connection) -> bool:
+        """Consume the unanswered OPTION_REQ of a connection, if it has one."""
+        if connection in self._option_pending:
+            self._option_pending.discard(connection)
+            return True
+        return False
+
+
+class _Batch:
+    """One call of submit_batch: the jobs still to send, and each connection's unanswered requests."""
+
+    def __init__(
+        self,
+        client: JobClient,
+        pending: deque[_Prepared],
+        results: list[JobResult],
+        background: bool,
+        raise_unavailable: bool,
+    ) -> None:
+        self.client = client
+        self.pending = pending
+        self.results = results
+        self.background = background
+        self.raise_unavailable = raise_unavailable
+        self.by_index = {job.index: job for job in pending}
+        self.states: dict[Connection, _ConnState] = {}
+        self.selector = selectors.DefaultSelector()
+        self.attempts: list[tuple[str, str]] = []
+
+    def run(self, deadline: float | None) -> None:
+        while True:
+            self.send_pending()
+            outstanding = any(state.awaiting or state.handles for state in self.states.values())
+            if not outstanding and not self.pending:
+                return
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                self.expire()
+                return
+            if not outstanding:
+                # Everything left waits for a server to come back (a restart in progress): poll gently.
+                time.sleep(min(0.1, remaining) if remaining is not None else 0.1)
+                continue
+            for key, _ in self.selector.select(remaining):
+                connection: Connection = key.data
+                try:
+                    packets = connection.receive()
+                except (ConnectionLost, ProtocolError) as exc:
+                    self.lost(connection, exc)
+                    continue
+                state = self.states[connection]
+                for packet in packets:
+                    self.handle(packet, state)
+
+    def send_pending(self) -> None:
+        """Write queued submissions, at most ``max_in_flight`` unacknowledged per connection, one write each."""
+        client = self.client
+        outgoing: dict[Connection, bytearray] = {}
+        held: deque[_Prepared] = deque()
+        while self.pending:
+            job = self.pending.popleft()
+            connection = client._open(client._order(job.unique), self.attempts)
+            if connection is None:
+                if job.retry_until and time.monotonic() < job.retry_until:
+                    held.append(job)
+                    continue
+                error = ServerUnavailable(self.attempts)
+                if self.raise_unavailable:
+                    raise error
+                self.results[job.index].error = error
+                continue
+            state = self.states.get(connection)
+            if state is None:
+                state = self.states[connection] = _ConnState()
+                self.selector.register(connection, selectors.EVENT_READ, connection)
+                if client._take_option(connection):
+                    state.awaiting.append(_OPTION)
+            if len(state.awaiting) >= client.max_in_flight:
+                held.append(job)
+                continue
+            buffer = outgoing.setdefault(connection, bytearray())
+            buffer += encode(job.command, job.function, job.unique, job.data)
+            job.attempts += 1
+            state.awaiting.append(job.index)
+        self.pending.extend(held)
+        for connection, buffer in outgoing.items():
+            try:
+                connection.send(bytes(buffer))
+            except ConnectionLost as exc:
+                self.lost(connection, exc)
+
+    def handle(self, packet: Packet, state: _ConnState) -> None:
+        command = packet.command
+        results = self.results
+        if command is Command.JOB_CREATED:
+            if not state.awaiting:
+                raise ProtocolError("JOB_CREATED for no submission")
+            index = state.awaiting.popleft()
+            handle = packet["job_handle"]
+            results[index].handle = handle.decode("utf-8", "replace")
+            if not self.background:
+                state.handles[handle] = index
+            return
+        if command is Command.OPTION_RES:
+            if state.awaiting and state.awaiting[0] == _OPTION:
+                state.awaiting.popleft()
+            return
+        if command is Command.ERROR:
+            if not state.awaiting:
+                raise ProtocolError(f"unexpected ERROR from server: {packet.args}")
+            index = state.awaiting.popleft()
+            if index != _OPTION:  # a server without the exceptions option still serves jobs
+                code = packet["error_code"].decode("utf-8", "replace")
+                text = packet["error_text"].decode("utf-8", "replace")
+                results[index].error = JobFailed(f"server refused the submission: {code} {text}".strip())
+            return
+        handle = packet.args.get("job_handle", b"")
+        index_or_none = state.handles.get(handle)
+        if index_or_none is None:
+            return  # NOOP, or news of a job this batch does not follow
+        result = results[index_or_none]
+        if command is Command.WORK_COMPLETE:
+            del state.handles[handle]
+            result.data = packet["data"]
+        elif command is Command.WORK_FAIL:
+            del state.handles[handle]
+            result.error = JobFailed(f"job {result.function!r} failed", result.handle)
+        elif command is Command.WORK_EXCEPTION:
+            del state.handles[handle]
+            result.error = JobException(packet["data"].decode("utf-8", "replace"), result.handle)
+        elif command is Command.WORK_STATUS:
+            result.status = (_to_int(packet["numerator"]), _to_int(packet["denominator"]))
+        elif command is Command.WORK_DATA:
+            result.partial.append(packet["data"])
+        elif command is Command.WORK_WARNING:
+            result.warnings.append(packet["data"])
+
+    def lost(self, connection: Connection, exc: IslandoraJobError) -> None:
+        """A connection broke mid-batch: re-queue what it had not acknowledged, fail what it was running."""
+        state = self.states.pop(connection, None)
+        if state is None:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(connection)
+        self.client._mark_down(connection.address, str(exc))
+        self.attempts.append((str(connection.address), str(exc)))
+        retry_until = time.monotonic() + self.client.retry_window
+        for index in state.awaiting:
+            if index == _OPTION:
+                continue
+            job = self.by_index[index]
+            if job.attempts >= _MAX_SEND_ATTEMPTS:
+                self.results[index].error = ServerUnavailable(self.attempts)
+            else:
+                job.retry_until = job.retry_until or retry_until
+                self.pending.append(job)
+        for index in state.handles.values():
+            self.results[index].error = ConnectionLost(
+                str(connection.address), f"{exc}; job {self.results[index].handle} may or may not have run"
+            )
+
+    def expire(self) -> None:
+        """The deadline passed: everything unfinished times out. Connections with unanswered requests are
+        dropped, so that late answers can never be matched to a later request."""
+        for job in self.pending:
+            self.results[job.index].error = JobTimeout("timed out before the job was submitted")
+        for connection, state in self.states.items():
+            for index in [*state.awaiting, *state.handles.values()]:
+                if index != _OPTION:
+                    result = self.results[index]
+                    result.error = JobTimeout(f"timed out waiting for job {result.function!r}", result.handle)
+            if state.awaiting or state.handles:
+                self.client._connections[connection.address].close()
+
+
+def _to_int(value: bytes) -> int:
+    try:
+        return int(value or b"0")
+    except ValueError:
+        return 0
+
+
+__all__ = ["JobClient", "JobError", "JobRequest", "JobResult", "JobStatus", "Priority"]

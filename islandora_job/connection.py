@@ -1,0 +1,143 @@
+"""One TCP connection to one gearmand: connect, send packets, receive packets. Nothing about jobs.
+
+Sockets are tuned the way a job system on a LAN needs them:
+
+* ``TCP_NODELAY``: Gearman is request/response with small packets; with Nagle's algorithm and delayed ACKs a
+  worker stalls ~40 ms per job (the gear library does exactly that);
+* TCP keepalive with short timers, so a server that vanished without a FIN (power loss, a firewall dropping the
+  flow) is noticed in about a minute and a half instead of two hours;
+* a connect timeout, so an unroutable address costs seconds, not minutes.
+
+Reading is driven by the owner: it waits with a selector on :meth:`Connection.fileno` and calls
+:meth:`Connection.receive`, which does one ``recv`` and returns the whole packets it completed. Writes are
+``sendall`` with a timeout; our packets are small, and the owner reads between batches of writes.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from islandora_job.address import ServerAddress
+from islandora_job.codec import DEFAULT_MAX_PACKET, Command, Packet, PacketReader, encode
+from islandora_job.errors import ConnectionLost, ProtocolError
+
+RECV_SIZE = 256 * 1024
+KEEPALIVE_IDLE = 60
+KEEPALIVE_INTERVAL = 10
+KEEPALIVE_COUNT = 3
+
+
+class ConnectFailed(OSError):
+    """Connecting to one server failed; ``reason`` is short enough for a one-line summary of all servers."""
+
+    def __init__(self, address: ServerAddress, reason: str) -> None:
+        super().__init__(f"{address}: {reason}")
+        self.address = address
+        self.reason = reason
+
+
+def describe_os_error(exc: BaseException) -> str:
+    """A short reason for a socket error, for one-line summaries ("connection refused", "timed out")."""
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return "timed out"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host ({exc.strerror})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
+
+
+class Connection:
+    def __init__(
+        self,
+        address: ServerAddress,
+        *,
+        connect_timeout: float = 5.0,
+        io_timeout: float = 30.0,
+        max_packet: int = DEFAULT_MAX_PACKET,
+    ) -> None:
+        self.address = address
+        self.connect_timeout = connect_timeout
+        self.io_timeout = io_timeout
+        self.max_packet = max_packet
+        self._sock: socket.socket | None = None
+        self._reader = PacketReader(max_packet=max_packet)
+
+    def __repr__(self) -> str:
+        state = "connected" if self._sock is not None else "closed"
+        return f"<Connection {self.address} {state}>"
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    def connect(self) -> None:
+        """Open the connection (a no-op when open). Raises :class:`ConnectFailed`."""
+        if self._sock is not None:
+            return
+        try:
+            sock = socket.create_connection((self.address.host, self.address.port), timeout=self.connect_timeout)
+        except OSError as exc:
+            raise ConnectFailed(self.address, describe_os_error(exc)) from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+        sock.settimeout(self.io_timeout)
+        self._sock = sock
+        self._reader = PacketReader(max_packet=self.max_packet)
+
+    def fileno(self) -> int:
+        """The socket's descriptor, for selectors. ValueError when closed, as for a closed file."""
+        if self._sock is None:
+            raise ValueError(f"connection to {self.address} is closed")
+        return self._sock.fileno()
+
+    def send(self, data: bytes) -> None:
+        """Send encoded packets; on failure the connection is closed and :class:`ConnectionLost` raised."""
+        if self._sock is None:
+            raise ConnectionLost(str(self.address), "not connected")
+        try:
+            self._sock.sendall(data)
+        except OSError as exc:
+            self.close()
+            raise ConnectionLost(str(self.address), describe_os_error(exc)) from exc
+
+    def send_packet(self, command: Command, *args: bytes | str) -> None:
+        self.send(encode(command, *args))
+
+    def receive(self) -> list[Packet]:
+        """Read once (blocking up to ``io_timeout`` if nothing is there) and return the packets completed.
+
+        End of stream raises :class:`ConnectionLost`; malformed input closes the connection and raises
+        :class:`ProtocolError`. Either way the connection is closed and may be reconnected.
+        """
+        if self._sock is None:
+            raise ConnectionLost(str(self.address), "not connected")
+        try:
+            data = self._sock.recv(RECV_SIZE)
+        except OSError as exc:
+            self.close()
+            raise ConnectionLost(str(self.address), describe_os_error(exc)) from exc
+        if not data:
+            self.close()
+            raise ConnectionLost(str(self.address), "closed by the server")
+        reader = self._reader
+        packets: list[Packet] = []
+        try:
+            reader.feed(data)
+            while (packet := reader.next_packet()) is not None:
+                packets.append(packet)
+        except ProtocolError as exc:
+            self.close()
+            raise ProtocolError(f"{self.address}: {exc}") from exc
+        return packets
+
+    def close(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            finally:
+                self._sock = None

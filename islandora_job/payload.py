@@ -1,0 +1,110 @@
+"""The islandora_job payload and Gearman function names, as the Drupal module defined them.
+
+A PHP site using the original module sends ``{"func": NAME, "args": [...], "site": BASE_URL, "uid": UID}`` to a
+Gearman function named after the job (its alias when it has one), prefixed with ``"{site}_"`` on a multisite
+install. Both sides of this project, the client and the router, use this module so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+#: gearmand refuses unique keys longer than this (GEARMAN_MAX_UNIQUE_SIZE).
+GEARMAN_MAX_UNIQUE = 64
+#: What the original module sends when no site is known; it also means "no multisite prefix".
+DEFAULT_SITE = "default"
+
+
+class PayloadError(ValueError):
+    """A payload is not a valid islandora_job payload; the message says which part."""
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    func: str
+    args: tuple[Any, ...] = ()
+    site: str | None = None
+    uid: int | str | None = None
+
+    def encode(self) -> bytes:
+        """Compact JSON, key order as the PHP module writes it (``json_encode`` of func, args, site, uid)."""
+        document = {"func": self.func, "args": list(self.args), "site": self.site, "uid": self.uid}
+        try:
+            text = json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise PayloadError(f"job {self.func!r}: arguments are not JSON-serialisable: {exc}") from exc
+        return text.encode("utf-8")
+
+
+def decode(data: bytes) -> Payload:
+    """Parse a payload received by a worker; every way it can be wrong raises :class:`PayloadError`."""
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise PayloadError(f"payload is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise PayloadError("payload is nested too deeply") from exc
+    if not isinstance(document, dict):
+        raise PayloadError(f"payload must be a JSON object, not {type(document).__name__}")
+    func = document.get("func")
+    if not isinstance(func, str) or not func:
+        raise PayloadError("payload has no 'func' string")
+    if "args" not in document:
+        raise PayloadError("payload has no 'args'")
+    args = document["args"]
+    if not isinstance(args, list):
+        raise PayloadError(f"payload 'args' must be a list, not {type(args).__name__}")
+    site = document.get("site")
+    if site is not None and not isinstance(site, str):
+        raise PayloadError("payload 'site' must be a string")
+    uid = document.get("uid")
+    if uid is not None and (isinstance(uid, bool) or not isinstance(uid, int | str)):
+        raise PayloadError("payload 'uid' must be an integer or a string")
+    return Payload(func=func, args=tuple(args), site=site, uid=uid)
+
+
+def function_name(name: str, alias: str | None = None, multisite: str | None = None) -> str:
+    """The Gearman function a job is submitted to and served on.
+
+    ``multisite`` is the site's prefix on a multisite install (the original's ``islandora_job_multisite_prefix``);
+    ``None`` or ``"default"`` means no prefix.
+    """
+    base = alias or name
+    if not base:
+        raise PayloadError("job name is empty")
+    if "\0" in base:
+        raise PayloadError(f"job name {base!r} contains a NUL byte")
+    if multisite and multisite != DEFAULT_SITE:
+        return f"{multisite}_{base}"
+    return base
+
+
+def dedupe_key(function: str, payload: bytes) -> str:
+    """A unique key derived from the function and payload: 43 characters of base64url SHA-256.
+
+    gearmand coalesces jobs with the same function and unique key while the first is queued or running, which is
+    what the original module did with a database table of WAITING rows.
+    """
+    digest = hashlib.sha256(function.encode("utf-8") + b"\0" + payload).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def check_unique(unique: str) -> str:
+    size = len(unique.encode("utf-8"))
+    if size > GEARMAN_MAX_UNIQUE:
+        raise PayloadError(f"unique key is {size} bytes; gearmand accepts at most {GEARMAN_MAX_UNIQUE}")
+    if "\0" in unique:
+        raise PayloadError("unique key contains a NUL byte")
+    return unique
+
+
+def parse_cli_argument(text: str) -> Any:
+    """CLI job arguments: JSON when the text is valid JSON, else the text itself (``42`` → 42, ``a b`` → "a b")."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import pytest
+
+from islandora_job.address import ServerAddress, parse_servers, servers_from_environment
+from islandora_job.backoff import Backoff
+from islandora_job.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    "text, host, port",
+    [
+        ("gearman.example", "gearman.example", 4730),
+        ("10.0.0.1:4731", "10.0.0.1", 4731),
+        ("[::1]:4732", "::1", 4732),
+        ("[::1]", "::1", 4730),
+        ("::1", "::1", 4730),
+        (" host:1 ", "host", 1),
+    ],
+)
+def test_parse(text: str, host: str, port: int) -> None:
+    address = ServerAddress.parse(text)
+    assert (address.host, address.port) == (host, port)
+    assert ServerAddress.parse(str(address)) == address
+
+
+@pytest.mark.parametrize("text", ["", "host:", "host:0", "host:65536", "host:x", ":4730", "[::1", "[::1]x"])
+def test_bad_addresses_name_themselves(text: str) -> None:
+    with pytest.raises(ConfigError):
+        ServerAddress.parse(text)
+
+
+def test_lists_dedupe_and_keep_order() -> None:
+    assert [str(a) for a in parse_servers(["b:1,a:2", "b:1"])] == ["b:1", "a:2"]
+
+
+def test_precedence_flags_then_environment_then_default() -> None:
+    env = {"ISLANDORA_JOB_SERVERS": "e1:1,e2:2"}
+    assert [str(a) for a in servers_from_environment(["f:3"], env)] == ["f:3"]
+    assert [str(a) for a in servers_from_environment([], env)] == ["e1:1", "e2:2"]
+    assert [str(a) for a in servers_from_environment([], {})] == ["127.0.0.1:4730"]
+    with pytest.raises(ConfigError, match="ISLANDORA_JOB_SERVERS"):
+        servers_from_environment([], {"ISLANDORA_JOB_SERVERS": "x:y"})
+
+
+def test_backoff_grows_to_its_cap_with_jitter_below_the_ceiling() -> None:
+    backoff = Backoff(initial=0.1, cap=2.0)
+    delays = [backoff.next_delay() for _ in range(12)]
+    ceilings = [min(2.0, 0.1 * 2**i) for i in range(12)]
+    assert all(c / 10 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+    assert max(delays) <= 2.0
+    backoff.reset()
+    assert backoff.next_delay() <= 0.1
+
+
+def test_backoff_without_jitter_is_exact() -> None:
+    backoff = Backoff(initial=1, cap=5, jitter=False)
+    assert [backoff.next_delay() for _ in range(5)] == [1, 2, 4, 5, 5]

@@ -1,0 +1,123 @@
+"""The islandora_job payload and function names, as the Drupal module's PHP writes and reads them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from islandora_job.payload import (
+    Payload,
+    PayloadError,
+    check_unique,
+    decode,
+    dedupe_key,
+    function_name,
+    parse_cli_argument,
+)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=10,
+)
+
+
+def test_encoding_is_the_php_module_s_json() -> None:
+    data = Payload("islandora_derivatives", ("islandora:1", 2), "http://localhost", 1).encode()
+    assert data == b'{"func":"islandora_derivatives","args":["islandora:1",2],"site":"http://localhost","uid":1}'
+
+
+def test_php_json_encode_reads_the_same_document() -> None:
+    """PHP, the peer that decodes our payloads in bridge jobs, sees the same values."""
+    php = shutil.which("php")
+    assert php, "php-cli is required (make system-deps installs it)"
+    data = Payload("f", ("ü", [1, {"a": None}]), "http://x", 3).encode()
+    script = "echo json_encode(json_decode(stream_get_contents(STDIN), true));"
+    out = subprocess.run([php, "-r", script], input=data, capture_output=True, check=True).stdout
+    assert json.loads(out) == json.loads(data)
+
+
+@settings(max_examples=300)
+@given(st.text(min_size=1, max_size=30), st.lists(json_values, max_size=5), st.none() | st.text(max_size=20))
+def test_round_trip(func: str, args: list[object], site: str | None) -> None:
+    payload = Payload(func, tuple(args), site, 7)
+    assert decode(payload.encode()) == payload
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"not json", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b'{"args": []}', "no 'func'"),
+        (b'{"func": "", "args": []}', "no 'func'"),
+        (b'{"func": 3, "args": []}', "no 'func'"),
+        (b'{"func": "f"}', "no 'args'"),
+        (b'{"func": "f", "args": {"a": 1}}', "'args' must be a list"),
+        (b'{"func": "f", "args": [], "site": 3}', "'site' must be a string"),
+        (b'{"func": "f", "args": [], "uid": true}', "'uid' must be"),
+        (b"[" * 100000, "nested too deeply|not JSON"),
+    ],
+)
+def test_bad_payloads_say_what_is_wrong(data: bytes, message: str) -> None:
+    with pytest.raises(PayloadError, match=message):
+        decode(data)
+
+
+def test_unserialisable_arguments_are_refused_before_sending() -> None:
+    with pytest.raises(PayloadError, match="not JSON-serialisable"):
+        Payload("f", (object(),)).encode()
+    with pytest.raises(PayloadError, match="not JSON-serialisable"):
+        Payload("f", (float("nan"),)).encode()
+
+
+@pytest.mark.parametrize(
+    "name, alias, multisite, expected",
+    [
+        ("job", None, None, "job"),
+        ("job", "fast_job", None, "fast_job"),
+        ("job", None, "default", "job"),
+        ("job", None, "site2", "site2_job"),
+        ("job", "alias", "site2", "site2_alias"),
+    ],
+)
+def test_function_names(name: str, alias: str | None, multisite: str | None, expected: str) -> None:
+    assert function_name(name, alias, multisite) == expected
+
+
+def test_function_name_refuses_empty_and_nul() -> None:
+    with pytest.raises(PayloadError):
+        function_name("")
+    with pytest.raises(PayloadError, match="NUL"):
+        function_name("a\0b")
+
+
+def test_dedupe_key_is_short_stable_and_specific() -> None:
+    key = dedupe_key("f", b"payload")
+    assert len(key) == 43
+    assert key == dedupe_key("f", b"payload")
+    assert key != dedupe_key("g", b"payload")
+    assert key != dedupe_key("f", b"payload2")
+    assert set(key) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def test_unique_key_limit_is_gearmand_s() -> None:
+    assert check_unique("u" * 64) == "u" * 64
+    with pytest.raises(PayloadError, match="at most 64"):
+        check_unique("u" * 65)
+    with pytest.raises(PayloadError, match="NUL"):
+        check_unique("a\0")
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [("42", 42), ("a b", "a b"), ('{"a": 1}', {"a": 1}), ("[1]", [1]), ("null", None), ("islandora:1", "islandora:1")],
+)
+def test_cli_arguments_are_json_when_valid(text: str, value: object) -> None:
+    assert parse_cli_argument(text) == value
