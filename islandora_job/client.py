@@ -127,6 +127,8 @@ class _ConnState:
 
     awaiting: deque[int] = field(default_factory=deque)
     handles: dict[bytes, int] = field(default_factory=dict)
+    #: When a server that owes us an answer to a submission is declared dead (it is alive if it says anything).
+    answer_by: float = 0.0
 
 
 class JobClient:
@@ -159,6 +161,7 @@ class JobClient:
         self.multisite = multisite
         self.max_in_flight = max_in_flight
         self.retry_window = retry_window
+        self.io_timeout = io_timeout
         self._connections = {
             address: Connection(address, connect_timeout=connect_timeout, io_timeout=io_timeout, max_packet=max_packet)
             for address in self.servers
@@ -390,15 +393,18 @@ class _Batch:
             outstanding = any(state.awaiting or state.handles for state in self.states.values())
             if not outstanding and not self.pending:
                 return
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
+            now = time.monotonic()
+            if deadline is not None and deadline <= now:
                 self.expire()
                 return
             if not outstanding:
                 # Everything left waits for a server to come back (a restart in progress): poll gently.
-                time.sleep(min(0.1, remaining) if remaining is not None else 0.1)
+                time.sleep(0.1 if deadline is None else min(0.1, deadline - now))
                 continue
-            for key, _ in self.selector.select(remaining):
+            if self.drop_silent(now):
+                continue  # re-send what the silent server held before waiting again
+            wake = min([t for t in (deadline, self.next_answer_due()) if t is not None], default=None)
+            for key, _ in self.selector.select(None if wake is None else max(wake - now, 0)):
                 connection: Connection = key.data
                 try:
                     packets = connection.receive()
@@ -406,8 +412,20 @@ class _Batch:
                     self.lost(connection, exc)
                     continue
                 state = self.states[connection]
+                state.answer_by = time.monotonic() + self.client.io_timeout
                 for packet in packets:
                     self.handle(packet, state)
+
+    def next_answer_due(self) -> float | None:
+        return min((state.answer_by for state in self.states.values() if state.awaiting), default=None)
+
+    def drop_silent(self, now: float) -> bool:
+        """A server that accepted our bytes but answers none of our submissions is as good as gone."""
+        silent = [c for c, state in self.states.items() if state.awaiting and state.answer_by <= now]
+        for connection in silent:
+            reason = f"no answer to a submission within {self.client.io_timeout:g}s"
+            self.lost(connection, ConnectionLost(str(connection.address), reason))
+        return bool(silent)
 
     def send_pending(self) -> None:
         """Write queued submissions, at most ``max_in_flight`` unacknowledged per connection, one write each."""
@@ -428,7 +446,7 @@ class _Batch:
                 continue
             state = self.states.get(connection)
             if state is None:
-                state = self.states[connection] = _ConnState()
+                state = self.states[connection] = _ConnState(answer_by=time.monotonic() + client.io_timeout)
                 self.selector.register(connection, selectors.EVENT_READ, connection)
                 if client._take_option(connection):
                     state.awaiting.append(_OPTION)
@@ -438,6 +456,8 @@ class _Batch:
             buffer = outgoing.setdefault(connection, bytearray())
             buffer += encode(job.command, job.function, job.unique, job.data)
             job.attempts += 1
+            if not state.awaiting:
+                state.answer_by = time.monotonic() + client.io_timeout
             state.awaiting.append(job.index)
         self.pending.extend(held)
         for connection, buffer in outgoing.items():
@@ -507,7 +527,9 @@ class _Batch:
                 continue
             job = self.by_index[index]
             if job.attempts >= _MAX_SEND_ATTEMPTS:
-                self.results[index].error = ServerUnavailable(self.attempts)
+                # A server that keeps speaking nonsense is reported as such; anything else as unavailability.
+                failure = exc if isinstance(exc, ProtocolError) else ServerUnavailable(self.attempts)
+                self.results[index].error = failure
             else:
                 job.retry_until = job.retry_until or retry_until
                 self.pending.append(job)
