@@ -192,7 +192,11 @@ class AdminClient:
         parse_ok(self._line(f"cancel job {handle}"))
 
     def maxqueue(self, function: str, size: int | tuple[int, int, int] | None = None) -> None:
-        """Limit the queue of a function (one size, or high/normal/low); ``None`` removes the limit."""
+        """Limit the queue of a function (one size, or high/normal/low); ``None`` removes the limit.
+
+        gearmand 1.1.20 answers OK but ignores the limit for a function it does not know yet (no job or worker
+        has named it); set it once the function exists. Submissions over the limit get ERROR QUEUE_ERROR.
+        """
         _check_word(function, "function name")
         if size is None:
             sizes = ""

@@ -142,3 +142,16 @@ def test_unreachable_servers_are_all_named() -> None:
     for address in dead:
         assert address in str(info.value)
     assert "connection refused" in str(info.value)
+
+
+def test_maxqueue_refusal_is_reported_per_job(gearmand: Gearmand) -> None:
+    with JobClient([gearmand.address]) as client:
+        client.submit_background("bounded", "first")  # gearmand 1.1.20 ignores maxqueue for unknown functions
+        with AdminClient(gearmand.address) as admin:
+            admin.maxqueue("bounded", 2)
+        results = client.submit_batch([("bounded", [i]) for i in range(3)], background=True)
+        assert [r.ok for r in results] == [True, False, False]
+        assert "server refused the submission" in str(results[2].error)
+        # The connection stays in step after refusals.
+        assert client.submit_background("unbounded").startswith("H:")
+    assert queued(gearmand, "bounded") == 2
