@@ -20,18 +20,20 @@ APT_TEST := gearman-job-server gearman-tools php-cli php-gearman python3-venv \
 # What `make deploy` needs on the controller itself.
 APT_DEPLOY := python3-venv
 
-.PHONY: help deploy test check lint typecheck unit integration system-deps venv clean
+.PHONY: help deploy test check lint typecheck unit integration system-deps venv bench clean
 
 help:
 	@echo "make deploy   deploy the Gearman stack and the worker onto this machine (ansible-playbook site.yml)"
 	@echo "make test     run every test of the project, as CI does"
 	@echo "make check    lint, types and unit tests (under two minutes)"
+	@echo "make bench    benchmarks (figures, never pass/fail)"
 
 $(VENV)/.installed: pyproject.toml
 	scripts/apt-install python3-venv
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e examples/islandora_job_demo
 	touch $@
 
 venv: $(VENV)/.installed
@@ -50,8 +52,8 @@ deploy: venv
 	$(BIN)/ansible-playbook site.yml
 
 lint: venv
-	$(BIN)/ruff check islandora_job tests
-	$(BIN)/ruff format --check islandora_job tests
+	$(BIN)/ruff check islandora_job tests benchmarks
+	$(BIN)/ruff format --check islandora_job tests benchmarks
 
 typecheck: venv
 	$(BIN)/mypy
@@ -65,6 +67,11 @@ integration: venv system-deps
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 test: lint typecheck integration
+
+# Benchmarks measure, they never pass or fail on a time.
+bench: venv system-deps
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python -m benchmarks.client_bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""Example islandora-job jobs, used by the docs, the tests and the molecule scenarios."""

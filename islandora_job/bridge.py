@@ -1,0 +1,228 @@
+"""The command bridge: jobs implemented by another program (the Drupal site's drush router).
+
+The payload goes to the command's stdin, its stdout is the result; a non-zero exit is a failure whose stderr tail
+is the reason. This is what ``gearman -w -f NAME -- drush ... islandora-job-router`` did, with the guards it lacked:
+
+* never a shell: argv is executed as given;
+* the only substitutions are ``{site}`` and ``{uid}``, done only after validation: the payload's site must be one of
+  the entry's ``allowed_sites`` and its uid an integer in ``allowed_uids`` (what the original multisite router
+  checked); a substituted value is never split, so it stays inside its one argument;
+* its own time limit: on expiry the whole process group is killed (drush starts php, which must die too);
+* stdout is capped at ``max_output_bytes`` (the rest is read and dropped), stderr keeps its last 2 KiB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from islandora_job.config import CommandJobConfig
+from islandora_job.payload import Payload
+from islandora_job.router import Assignment, Outcome
+
+log = logging.getLogger(__name__)
+
+STDERR_TAIL = 2048
+#: After the command exits, how long its pipes may stay open (held by a leftover grandchild) before we stop.
+PIPE_GRACE = 1.0
+
+
+class BridgeRefused(Exception):
+    """The payload's site or uid is not allowed for this command."""
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    returncode: int | None
+    stdout: bytes
+    stderr_tail: bytes
+    timed_out: bool
+    truncated: bool
+
+
+class CommandJob:
+    """One ``[[command_jobs]]`` entry serving one Gearman function."""
+
+    def __init__(self, function: str, config: CommandJobConfig) -> None:
+        self.name = function
+        self.config = config
+        self.timeout = config.timeout
+
+    def argv(self, payload: Payload | None) -> list[str]:
+        """The command line for a payload: ``{site}``/``{uid}`` filled in after validation."""
+        argv = list(self.config.argv)
+        wants_site = any("{site}" in arg for arg in argv)
+        wants_uid = any("{uid}" in arg for arg in argv)
+        site: str | None = None
+        uid: int | None = None
+        if wants_site or self.config.allowed_sites:
+            if payload is None or payload.site is None:
+                raise BridgeRefused("payload has no site")
+            if payload.site not in self.config.allowed_sites:
+                raise BridgeRefused(f"site {payload.site!r} is not in allowed_sites")
+            site = payload.site
+        if wants_uid or self.config.allowed_uids:
+            raw = None if payload is None else payload.uid
+            uid = _as_uid(raw)
+            if uid is None:
+                raise BridgeRefused(f"uid {raw!r} is not an integer")
+            if uid not in self.config.allowed_uids:
+                raise BridgeRefused(f"uid {uid} is not in allowed_uids")
+        return [_fill(arg, site, uid) for arg in argv]
+
+    def run(self, assignment: Assignment, payload: Payload | None) -> Outcome:
+        try:
+            argv = self.argv(payload)
+        except BridgeRefused as exc:
+            return Outcome.failure(f"command job {self.name!r} refused: {exc}")
+        try:
+            done = run_command(argv, assignment.data, self.timeout, self.config.max_output_bytes)
+        except OSError as exc:
+            return Outcome.failure(f"cannot run {argv[0]!r}: {exc.strerror or exc}", attempts=1)
+        if done.truncated:
+            log.warning(
+                "command job %s handle=%s: output over %d bytes was cut",
+                self.name,
+                assignment.handle,
+                self.config.max_output_bytes,
+            )
+        tail = done.stderr_tail.decode("utf-8", "replace").strip()
+        if done.timed_out:
+            return Outcome.failure(f"command timed out after {self.timeout:g}s; process group killed", 1)
+        if done.returncode != 0:
+            if tail:
+                log.warning("command job %s handle=%s stderr: %s", self.name, assignment.handle, tail)
+            reason = f"command exited with status {done.returncode}"
+            return Outcome.failure(f"{reason}: {tail}" if tail else reason, 1)
+        return Outcome("complete", data=done.stdout, attempts=1)
+
+
+def _as_uid(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return None
+
+
+def _fill(arg: str, site: str | None, uid: int | None) -> str:
+    # str.replace, never str.format: a value is inserted as text and nothing in it is interpreted.
+    if site is not None:
+        arg = arg.replace("{site}", site)
+    if uid is not None:
+        arg = arg.replace("{uid}", str(uid))
+    return arg
+
+
+def run_command(argv: Sequence[str], stdin: bytes, timeout: float, max_output: int) -> Completed:
+    """Run argv in its own session, feeding stdin and collecting output, within ``timeout`` seconds."""
+    process = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, so we can kill everything it starts
+        close_fds=True,
+    )
+    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+    deadline = time.monotonic() + timeout
+    stdout = bytearray()
+    stderr = bytearray()
+    truncated = timed_out = False
+    pending = memoryview(stdin)
+    exited_at: float | None = None
+    with selectors.DefaultSelector() as selector:
+        for stream in (process.stdin, process.stdout, process.stderr):
+            os.set_blocking(stream.fileno(), False)
+        if pending:
+            selector.register(process.stdin, selectors.EVENT_WRITE)
+        else:
+            process.stdin.close()
+        selector.register(process.stdout, selectors.EVENT_READ)
+        selector.register(process.stderr, selectors.EVENT_READ)
+        while selector.get_map():
+            now = time.monotonic()
+            if now >= deadline:
+                timed_out = True
+                break
+            if exited_at is None and process.poll() is not None:
+                exited_at = now
+            if exited_at is not None and now - exited_at > PIPE_GRACE:
+                break  # the command is gone; something it left behind holds the pipes
+            wait = deadline - now if exited_at is None else min(deadline - now, PIPE_GRACE)
+            for key, _ in selector.select(min(wait, 0.5)):
+                if key.fileobj is process.stdin:
+                    try:
+                        written = os.write(process.stdin.fileno(), pending[:65536])
+                    except BrokenPipeError:
+                        written = len(pending)
+                    pending = pending[written:]
+                    if not pending:
+                        selector.unregister(process.stdin)
+                        process.stdin.close()
+                    continue
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    selector.unregister(key.fileobj)
+                    continue
+                if key.fileobj is process.stdout:
+                    room = max_output - len(stdout)
+                    if len(chunk) > room:
+                        truncated = True
+                    stdout += chunk[: max(room, 0)]
+                else:
+                    stderr += chunk
+                    del stderr[:-STDERR_TAIL]
+    if not timed_out:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            timed_out = True  # it closed its output but kept running
+    _kill_group(process)  # whatever is left of its process group goes too
+    returncode = process.wait()
+    for stream in (process.stdin, process.stdout, process.stderr):
+        with contextlib.suppress(OSError):
+            stream.close()
+    return Completed(
+        returncode=None if timed_out else returncode,
+        stdout=bytes(stdout),
+        stderr_tail=bytes(stderr),
+        timed_out=timed_out,
+        truncated=truncated,
+    )
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def discover_names(argv: Sequence[str], timeout: float = 60.0) -> list[str]:
+    """Run a discovery command (e.g. ``drush islandora-job-list-functions``) and return the function names.
+
+    The output is names separated by whitespace; ``-f`` tokens (the ``--param_format`` of the original) are
+    skipped.
+    """
+    done = run_command(argv, b"", timeout, 1024 * 1024)
+    if done.timed_out or done.returncode != 0:
+        tail = done.stderr_tail.decode("utf-8", "replace").strip()
+        raise OSError(f"{' '.join(argv)} failed ({'timed out' if done.timed_out else done.returncode}): {tail}")
+    return [token for token in done.stdout.decode("utf-8", "replace").split() if token != "-f"]
+
+
+def command_jobs(configs: Sequence[CommandJobConfig]) -> dict[str, CommandJob]:
+    """One bridge job per function name of every entry."""
+    jobs: dict[str, CommandJob] = {}
+    for entry in configs:
+        for name in entry.names:
+            jobs[name] = CommandJob(name, entry)
+    return jobs

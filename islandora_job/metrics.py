@@ -1,0 +1,167 @@
+"""Job metrics across a pool of processes, without prometheus-client's multiprocess files.
+
+prometheus-client's multiprocess mode keeps one set of mmap files per process in a directory that has to be
+cleaned by hand; a recycling pool leaves one set per child ever started (Archivematica's workers piled them up in
+/tmp). Here each child keeps plain in-memory totals (:class:`JobStats`) and sends a snapshot of them to the
+supervisor over its status pipe, at most once a second while busy and whenever it goes idle or exits. The
+supervisor (:class:`PoolMetrics`) keeps the latest snapshot of each live child and folds a child's last snapshot
+into a "retired" total when the child exits, so counters never go backwards across recycling and no file is ever
+written. A child that crashes loses at most its last second of counts.
+
+``prometheus-client`` is optional (the ``metrics`` extra): only :func:`serve` imports it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from islandora_job.address import ServerAddress
+from islandora_job.errors import ConfigError
+
+BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0)
+
+
+@dataclass(slots=True)
+class JobStats:
+    """Totals of one process: jobs by (name, outcome), and a duration histogram by name."""
+
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: name → [count per bucket (last = +Inf)], and the sum of durations.
+    buckets: dict[str, list[int]] = field(default_factory=dict)
+    sums: dict[str, float] = field(default_factory=dict)
+
+    def observe(self, name: str, outcome: str, seconds: float) -> None:
+        key = (name, outcome)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        buckets = self.buckets.get(name)
+        if buckets is None:
+            buckets = self.buckets[name] = [0] * (len(BUCKETS) + 1)
+        buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.sums[name] = self.sums.get(name, 0.0) + seconds
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "counts": [[name, outcome, n] for (name, outcome), n in self.counts.items()],
+            "buckets": self.buckets,
+            "sums": self.sums,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JobStats:
+        stats = cls()
+        for name, outcome, n in data.get("counts", []):
+            stats.counts[(str(name), str(outcome))] = int(n)
+        for name, buckets in data.get("buckets", {}).items():
+            if isinstance(buckets, list) and len(buckets) == len(BUCKETS) + 1:
+                stats.buckets[str(name)] = [int(b) for b in buckets]
+        for name, total in data.get("sums", {}).items():
+            stats.sums[str(name)] = float(total)
+        return stats
+
+    def add(self, other: JobStats) -> None:
+        for key, n in other.counts.items():
+            self.counts[key] = self.counts.get(key, 0) + n
+        for name, buckets in other.buckets.items():
+            mine = self.buckets.setdefault(name, [0] * (len(BUCKETS) + 1))
+            for index, n in enumerate(buckets):
+                mine[index] += n
+        for name, total in other.sums.items():
+            self.sums[name] = self.sums.get(name, 0.0) + total
+
+
+class PoolMetrics:
+    """The supervisor's view: retired totals plus the latest snapshot and state of each live child."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # the HTTP server thread reads while the supervisor loop writes
+        self._retired = JobStats()
+        self._live: dict[int, JobStats] = {}
+        self._busy: dict[int, bool] = {}
+        self.restarts: dict[str, int] = {}
+
+    def update(self, pid: int, stats: JobStats, busy: bool) -> None:
+        with self._lock:
+            self._live[pid] = stats
+            self._busy[pid] = busy
+
+    def set_busy(self, pid: int, busy: bool) -> None:
+        with self._lock:
+            self._busy[pid] = busy
+
+    def retire(self, pid: int, reason: str) -> None:
+        with self._lock:
+            stats = self._live.pop(pid, None)
+            self._busy.pop(pid, None)
+            if stats is not None:
+                self._retired.add(stats)
+            self.restarts[reason] = self.restarts.get(reason, 0) + 1
+
+    def totals(self) -> JobStats:
+        with self._lock:
+            total = JobStats()
+            total.add(self._retired)
+            for stats in self._live.values():
+                total.add(stats)
+            return total
+
+    def workers(self) -> tuple[int, int]:
+        """(busy, idle) live worker processes."""
+        with self._lock:
+            busy = sum(1 for value in self._busy.values() if value)
+            return busy, len(self._busy) - busy
+
+    def collect(self) -> Iterator[Any]:
+        """prometheus-client collector protocol."""
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        totals = self.totals()
+        jobs = CounterMetricFamily("islandora_job_jobs", "Jobs finished, by job and outcome", labels=["job", "outcome"])
+        for (name, outcome), n in sorted(totals.counts.items()):
+            jobs.add_metric([name, outcome], n)
+        yield jobs
+        duration = HistogramMetricFamily(
+            "islandora_job_job_duration_seconds", "Time from grab to answer, by job", labels=["job"]
+        )
+        for name, buckets in sorted(totals.buckets.items()):
+            cumulative, running = [], 0
+            for bound, n in zip([*(str(b) for b in BUCKETS), "+Inf"], buckets, strict=True):
+                running += n
+                cumulative.append((bound, running))
+            duration.add_metric([name], cumulative, totals.sums.get(name, 0.0))
+        yield duration
+        busy, idle = self.workers()
+        workers = GaugeMetricFamily("islandora_job_workers", "Worker processes by state", labels=["state"])
+        workers.add_metric(["busy"], busy)
+        workers.add_metric(["idle"], idle)
+        yield workers
+        restarts = CounterMetricFamily(
+            "islandora_job_worker_exits", "Worker processes that exited, by reason", labels=["reason"]
+        )
+        with self._lock:
+            for reason, n in sorted(self.restarts.items()):
+                restarts.add_metric([reason], n)
+        yield restarts
+
+
+def serve(metrics: PoolMetrics, listen: str) -> Any:
+    """Start the Prometheus endpoint on ``HOST:PORT`` in a thread; returns the server (``shutdown()`` stops it)."""
+    try:
+        from prometheus_client import start_http_server
+        from prometheus_client.core import CollectorRegistry
+    except ImportError as exc:
+        raise ConfigError(
+            "metrics.listen is set but prometheus-client is not installed (pip install 'islandora-job[metrics]')"
+        ) from exc
+    address = ServerAddress.parse(listen)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(metrics)
+    server, _thread = start_http_server(address.port, addr=address.host, registry=registry)
+    return server

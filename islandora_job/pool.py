@@ -1,0 +1,481 @@
+"""The pool supervisor: N worker processes kept alive, recycled, reloaded and stopped on signals.
+
+Theory of operation
+-------------------
+The supervisor runs no job and holds no Gearman connection. It owns a list of *slots* (``concurrency`` slots that
+serve every job, then one slot per ``pool.dedicated`` process) and keeps one child process (``python -m
+islandora_job.child``) in each. Children are started with ``exec``, so a reload picks up new code as well as new
+configuration; each one gets the configuration on its stdin and reports on a status pipe (ready, busy, idle,
+stats, exit reason).
+
+Everything happens in one loop that blocks in ``select`` on the status pipes and the signal wake-up socket; signal
+handlers only queue the signal number. Nothing polls.
+
+* A child decides itself when to recycle (``max_jobs``, ``max_lifetime`` + a random share of ``lifetime_splay``,
+  ``max_rss_mb``), always between jobs, and exits 0: it is replaced at once.
+* A child whose watchdog answered a hung job exits with :data:`~islandora_job.worker.EXIT_HUNG_JOB`: replaced at
+  once (the job was answered and is not run again).
+* Any other death (a signal, a crash) is restarted after a capped, jittered backoff that resets once a child has
+  lived a while. The job it held is requeued by gearmand (at-least-once, up to gearmand's ``--job-retries``).
+
+Signals: SIGTERM → warm stop (children finish their job in hand within ``shutdown_timeout``, then the rest are
+killed), exit 0. A second SIGTERM, or SIGINT → cold stop: children are killed now (gearmand requeues their jobs),
+exit 1. SIGHUP → reload: the configuration is read and checked in a fresh process; if it is good the children
+are replaced one at a time, each new child started and registered before the old one is asked to stop warm, so no
+job in flight is killed and capacity never drops.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import enum
+import json
+import logging
+import os
+import random
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from islandora_job.backoff import Backoff
+from islandora_job.config import WorkerConfig
+from islandora_job.metrics import JobStats, PoolMetrics
+from islandora_job.sdnotify import SUPERVISOR_ONLY, Notifier
+from islandora_job.worker import EXIT_HUNG_JOB
+
+log = logging.getLogger(__name__)
+
+EXIT_OK: Final = 0
+EXIT_COLD: Final = 1
+#: A replacement child that has not registered after this long is accepted anyway (servers may be down).
+READY_TIMEOUT: Final = 10.0
+#: A child that lived this long resets its slot's restart backoff.
+STABLE_AFTER: Final = 30.0
+CHILD_EXIT_CONFIG: Final = 2
+
+
+@dataclass(frozen=True, slots=True)
+class SlotSpec:
+    """What a slot's process serves: everything (``only`` is None) or the named jobs/functions."""
+
+    only: tuple[str, ...] | None = None
+
+    @property
+    def label(self) -> str:
+        return "all jobs" if self.only is None else ",".join(self.only)
+
+
+def slot_specs(config: WorkerConfig) -> list[SlotSpec]:
+    specs = [SlotSpec() for _ in range(config.concurrency)]
+    for name, count in config.pool.dedicated.items():
+        specs += [SlotSpec((name,)) for _ in range(count)]
+    return specs
+
+
+@dataclass(eq=False)
+class Child:
+    process: subprocess.Popen[bytes]
+    slot: int
+    spec: SlotSpec
+    status_fd: int
+    started: float = field(default_factory=time.monotonic)
+    ready: bool = False
+    retiring: bool = False
+    exit_reason: str | None = None
+    buffer: bytes = b""
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+class Phase(enum.Enum):
+    RUNNING = "running"
+    WARM_STOP = "warm stop"
+    COLD_STOP = "cold stop"
+
+
+ConfigLoader = Callable[[], WorkerConfig]
+
+
+class Supervisor:
+    """Keeps ``slot_specs(config)`` children alive until a stop signal; :meth:`run` returns the exit status."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        *,
+        reload: ConfigLoader | None = None,
+        notifier: Notifier | None = None,
+        metrics: PoolMetrics | None = None,
+        python: str = sys.executable,
+    ) -> None:
+        self.config = config
+        self._reload = reload
+        self.notifier = notifier or Notifier(None)
+        self.metrics = metrics
+        self.python = python
+        self.phase = Phase.RUNNING
+        self.specs = slot_specs(config)
+        self.children: dict[int, Child] = {}
+        self._restart_at: dict[int, float] = {}
+        self._backoff: dict[int, Backoff] = {}
+        self._signals: collections.deque[int] = collections.deque()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._stop_deadline = 0.0
+        self._announced_ready = False
+        self._next_ping = 0.0
+        # a reload in progress: old children still to replace, and the replacement being started
+        self._roll: collections.deque[Child] = collections.deque()
+        self._roll_new: Child | None = None
+        self._reloading = False
+
+    # --- the loop -----------------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._install_signals()
+        log.info("supervisor %d starting %d worker process(es) for %s", os.getpid(), len(self.specs), self._servers())
+        try:
+            for slot in range(len(self.specs)):
+                self._spawn(slot)
+            while True:
+                status = self._step()
+                if status is not None:
+                    return status
+        finally:
+            self._kill_all()
+            self._restore_signals()
+            self._selector.close()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _step(self) -> int | None:
+        for key, _ in self._selector.select(self._timeout()):
+            if key.data is None:
+                self._drain_wakeups()
+            else:
+                self._read_status(key.data)
+        while self._signals:
+            self._on_signal(self._signals.popleft())
+        self._reap()
+        now = time.monotonic()
+        if self.phase is Phase.COLD_STOP:
+            return EXIT_COLD
+        if self.phase is Phase.WARM_STOP:
+            if not self.children:
+                log.info("all worker processes finished; exiting")
+                return EXIT_OK
+            if now >= self._stop_deadline:
+                log.warning(
+                    "shutdown_timeout (%gs) reached; killing %d worker process(es) (gearmand requeues their jobs)",
+                    self.config.pool.shutdown_timeout,
+                    len(self.children),
+                )
+                self._kill_all()
+                return EXIT_OK
+        else:
+            self._advance_roll(now)
+            self._fill_slots(now)
+        if self.notifier.watchdog_interval is not None and now >= self._next_ping:
+            self.notifier.notify(WATCHDOG=1)
+            self._next_ping = now + self.notifier.watchdog_interval
+        return None
+
+    def _timeout(self) -> float:
+        now = time.monotonic()
+        timers = [60.0]
+        if self.phase is Phase.WARM_STOP:
+            timers.append(self._stop_deadline - now)
+        timers += [at - now for at in self._restart_at.values()]
+        if self._roll_new is not None:
+            timers.append(self._roll_new.started + READY_TIMEOUT - now)
+        if self.notifier.watchdog_interval is not None:
+            timers.append(self._next_ping - now)
+        return max(0.0, min(timers))
+
+    # --- children -----------------------------------------------------------------------------------------------
+
+    def _spawn(self, slot: int) -> Child | None:
+        spec = self.specs[slot]
+        self._restart_at.pop(slot, None)
+        status_r, status_w = os.pipe()
+        argv = [self.python, "-m", "islandora_job.child", "--status-fd", str(status_w)]
+        if spec.only is not None:
+            argv += ["--functions", json.dumps(list(spec.only))]
+        pool = self.config.pool
+        if pool.max_lifetime > 0:
+            argv += ["--lifetime", f"{pool.max_lifetime + random.uniform(0, pool.lifetime_splay):.3f}"]
+        env = {key: value for key, value in os.environ.items() if key not in SUPERVISOR_ONLY}
+        try:
+            process = subprocess.Popen(argv, stdin=subprocess.PIPE, pass_fds=(status_w,), env=env)
+        except OSError as exc:
+            os.close(status_r)
+            log.error("cannot start a worker process: %s", exc)
+            self._schedule_restart(slot, crashed=True)
+            return None
+        finally:
+            os.close(status_w)
+        assert process.stdin is not None
+        with contextlib.suppress(OSError):  # if it died already, _reap handles the exit
+            process.stdin.write(self.config.to_json().encode() + b"\n")
+            process.stdin.flush()
+        os.set_blocking(status_r, False)
+        child = Child(process, slot, spec, status_r)
+        self.children[child.pid] = child
+        self._selector.register(status_r, selectors.EVENT_READ, child)
+        if self.metrics is not None:
+            self.metrics.set_busy(child.pid, False)
+        log.info("started worker process %d (slot %d: %s)", child.pid, slot, spec.label)
+        return child
+
+    def _read_status(self, child: Child) -> None:
+        try:
+            data = os.read(child.status_fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._selector.unregister(child.status_fd)
+            os.close(child.status_fd)
+            child.status_fd = -1
+            return
+        child.buffer += data
+        *lines, child.buffer = child.buffer.split(b"\n")
+        for line in lines:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                log.warning("worker process %d sent an unreadable status line", child.pid)
+                continue
+            self._on_message(child, message)
+
+    def _on_message(self, child: Child, message: dict[str, Any]) -> None:
+        event = message.get("event")
+        stats = message.get("stats")
+        if event == "ready":
+            child.ready = True
+            if not self._announced_ready:
+                self._announced_ready = True
+                self.notifier.notify(READY=1, STATUS=f"serving on {self._servers()}")
+                log.info("registered on a server; ready")
+        elif event == "exit":
+            child.exit_reason = str(message.get("reason", ""))
+        if self.metrics is not None:
+            if isinstance(stats, dict):
+                self.metrics.update(child.pid, JobStats.from_json(stats), busy=event in ("busy", "stats"))
+            elif event in ("busy", "idle"):
+                self.metrics.set_busy(child.pid, event == "busy")
+
+    def _reap(self) -> None:
+        for child in list(self.children.values()):
+            code = child.process.poll()
+            if code is None:
+                continue
+            if child.status_fd != -1:  # read what it said last (its exit reason)
+                self._read_status(child)
+                if child.status_fd != -1:
+                    self._selector.unregister(child.status_fd)
+                    os.close(child.status_fd)
+                    child.status_fd = -1
+            del self.children[child.pid]
+            self._on_exit(child, code)
+
+    def _on_exit(self, child: Child, code: int) -> None:
+        lived = time.monotonic() - child.started
+        if code == 0:
+            reason = child.exit_reason or "exited"
+        elif code == EXIT_HUNG_JOB:
+            reason = "hung job"
+        elif code == CHILD_EXIT_CONFIG:
+            reason = "configuration error"
+        elif code < 0:
+            reason = f"killed by {signal.Signals(-code).name}"
+        else:
+            reason = f"exit status {code}"
+        if self.metrics is not None:
+            self.metrics.retire(child.pid, reason)
+        if self._roll_new is child:
+            self._roll_new = None
+        if child in self._roll:
+            self._roll.remove(child)
+        if self.phase is not Phase.RUNNING or child.retiring or child.slot >= len(self.specs):
+            log.info("worker process %d exited (%s)", child.pid, reason)
+            return
+        if self._slot_taken(child.slot):
+            return
+        crashed = code not in (0, EXIT_HUNG_JOB)
+        if crashed:
+            log.error("worker process %d died (%s) after %.1fs; restarting", child.pid, reason, lived)
+        else:
+            log.info("worker process %d exited (%s); replacing it", child.pid, reason)
+        if lived >= STABLE_AFTER:
+            self._backoff_for(child.slot).reset()
+        self._schedule_restart(child.slot, crashed=crashed)
+
+    def _schedule_restart(self, slot: int, *, crashed: bool) -> None:
+        delay = self._backoff_for(slot).next_delay() if crashed else 0.0
+        self._restart_at[slot] = time.monotonic() + delay
+
+    def _backoff_for(self, slot: int) -> Backoff:
+        backoff = self._backoff.get(slot)
+        if backoff is None:
+            backoff = self._backoff[slot] = Backoff(initial=1.0, cap=self.config.pool.restart_backoff_max)
+        return backoff
+
+    def _slot_taken(self, slot: int) -> bool:
+        return any(c.slot == slot and not c.retiring for c in self.children.values())
+
+    def _fill_slots(self, now: float) -> None:
+        for slot in range(len(self.specs)):
+            if self._slot_taken(slot):
+                continue
+            due = self._restart_at.setdefault(slot, now)
+            if now >= due:
+                self._spawn(slot)
+
+    # --- signals ------------------------------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._previous_wakeup = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        self._previous_handlers = {}
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            self._previous_handlers[signum] = signal.signal(signum, self._queue_signal)
+
+    def _restore_signals(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        signal.set_wakeup_fd(self._previous_wakeup)
+
+    def _queue_signal(self, signum: int, _frame: object) -> None:
+        self._signals.append(signum)
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _on_signal(self, signum: int) -> None:
+        if signum == signal.SIGCHLD:
+            return  # _reap runs after every wake-up
+        if signum == signal.SIGHUP:
+            if self.phase is Phase.RUNNING:
+                self._start_reload()
+            return
+        if signum == signal.SIGTERM and self.phase is Phase.RUNNING:
+            self.phase = Phase.WARM_STOP
+            self._stop_deadline = time.monotonic() + self.config.pool.shutdown_timeout
+            self.notifier.notify(STOPPING=1, STATUS="finishing jobs in flight")
+            log.info(
+                "SIGTERM: warm stop; %d worker process(es) finish their jobs (up to %gs)",
+                len(self.children),
+                self.config.pool.shutdown_timeout,
+            )
+            self._roll.clear()
+            self._roll_new = None
+            for child in self.children.values():
+                self._terminate(child)
+            return
+        self.phase = Phase.COLD_STOP
+        self.notifier.notify(STOPPING=1, STATUS="cold stop")
+        log.warning(
+            "%s: cold stop; killing %d worker process(es) (gearmand requeues their jobs)",
+            signal.Signals(signum).name,
+            len(self.children),
+        )
+        self._kill_all()
+
+    def _terminate(self, child: Child) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            child.process.send_signal(signal.SIGTERM)
+
+    def _kill_all(self) -> None:
+        for child in self.children.values():
+            with contextlib.suppress(ProcessLookupError):
+                child.process.kill()
+        for child in list(self.children.values()):
+            child.process.wait()
+            if child.status_fd != -1:
+                self._selector.unregister(child.status_fd)
+                os.close(child.status_fd)
+                child.status_fd = -1
+            if self.metrics is not None:
+                self.metrics.retire(child.pid, "killed")
+        self.children.clear()
+
+    # --- reload -------------------------------------------------------------------------------------------------
+
+    def _start_reload(self) -> None:
+        if self._reload is None:
+            log.warning("SIGHUP: no configuration source to reload from; ignored")
+            return
+        self.notifier.notify(RELOADING=1, STATUS="reloading")
+        try:
+            config = self._reload()
+            check_in_child(config, self.python)
+        except Exception as exc:
+            log.error("SIGHUP: new configuration refused, keeping the running one: %s", exc)
+            self.notifier.notify(READY=1, STATUS=f"serving on {self._servers()} (reload refused)")
+            return
+        old = [c for c in self.children.values() if not c.retiring]
+        old.sort(key=lambda c: c.slot)
+        self.config = config
+        self.specs = slot_specs(config)
+        self._roll = collections.deque(old)
+        self._roll_new = None
+        self._reloading = True
+        log.info("SIGHUP: configuration reloaded; replacing %d worker process(es) one at a time", len(old))
+
+    def _advance_roll(self, now: float) -> None:
+        """One replacement at a time: start the new child, and once it is registered ask the old one to stop."""
+        while self._roll:
+            old = self._roll[0]
+            new = self._roll_new
+            if new is None:
+                old.retiring = True
+                if old.slot >= len(self.specs):  # the slot is gone in the new configuration
+                    self._roll.popleft()
+                    self._terminate(old)
+                    continue
+                self._roll_new = self._spawn(old.slot)
+                return
+            if new.ready or now - new.started >= READY_TIMEOUT or new.pid not in self.children:
+                self._roll.popleft()
+                self._roll_new = None
+                self._terminate(old)
+                continue
+            return
+        if self._reloading:
+            self._reloading = False
+            log.info("reload done: every worker process runs the new configuration")
+            self.notifier.notify(READY=1, STATUS=f"serving on {self._servers()}")
+
+    def _servers(self) -> str:
+        return ", ".join(str(s) for s in self.config.servers)
+
+
+def check_in_child(config: WorkerConfig, python: str = sys.executable, timeout: float = 60.0) -> None:
+    """Build the runtime of ``config`` in a fresh interpreter (new code included); raise on any error."""
+    result = subprocess.run(
+        [python, "-m", "islandora_job.child", "--check"],
+        input=config.to_json().encode() + b"\n",
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        message = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise RuntimeError(message[-1] if message else f"check exited with status {result.returncode}")

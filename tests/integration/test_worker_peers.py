@@ -1,0 +1,109 @@
+"""The worker against clients no one here wrote: PHP's gearman extension, the gearman CLI, pygearman."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import gearman
+import pytest
+
+from islandora_job.codec import Command
+from tests.support.gearmand import Gearmand
+from tests.support.peers import PlainClient, payload, wait_for
+from tests.support.pool import Pool, running_pool
+
+PHP_CLIENT = Path(__file__).parent / "php" / "worker_peer_client.php"
+
+
+@pytest.fixture
+def pool(tmp_path: Path, gearmand: Gearmand) -> Iterator[Pool]:
+    with running_pool(tmp_path, [gearmand.address], concurrency=2) as pool:
+        pool.wait_registered(gearmand.port, "islandora_job_demo.add")
+        yield pool
+
+
+def test_php_donormal_dobackground_and_runtasks(pool: Pool, gearmand: Gearmand, tmp_path: Path) -> None:
+    target = tmp_path / "from-php.txt"
+    run = subprocess.run(
+        ["php", str(PHP_CLIENT), str(gearmand.port), str(target)], capture_output=True, timeout=60, check=True
+    )
+    seen = json.loads(run.stdout)
+    codes = seen["constants"]
+    assert seen["doNormal"] == {"result": "5", "code": codes["SUCCESS"]}
+    # a job that fails plainly (raise islandora_job.Fail) gives PHP GEARMAN_WORK_FAIL, as the original did
+    assert seen["fail"]["code"] == codes["WORK_FAIL"]
+    # so does one that raises: by default the reason travels in WORK_WARNING, the end is a plain WORK_FAIL
+    assert seen["raise"]["code"] == codes["WORK_FAIL"]
+    assert seen["doBackground"]["handle"].startswith("H:")
+    wait_for(lambda: target.exists() and target.read_text() == "from php", message="the background job's file")
+    tasks = seen["runTasks"]["tasks"]
+    assert {f"task-{i}": {"status": "complete", "data": str(i + 100)} for i in range(10)}.items() <= tasks.items()
+    assert tasks["task-fail"] == {"status": "fail"}
+
+
+def test_gearman_cli_to_a_raw_job(pool: Pool, gearmand: Gearmand) -> None:
+    run = subprocess.run(
+        ["gearman", "-p", str(gearmand.port), "-f", "islandora_job_demo.raw_upper", "hello; $(rm -rf /) 'x'"],
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    assert run.stdout == b"HELLO; $(RM -RF /) 'X'"
+
+
+def test_text_that_is_not_a_payload_is_a_failure_and_the_worker_goes_on(pool: Pool, gearmand: Gearmand) -> None:
+    children = pool.children()
+    client = PlainClient(gearmand.address, exceptions=False)
+    try:
+        answer = client.submit("islandora_job_demo.add", b"not json")
+        assert answer.command is Command.WORK_FAIL
+        assert client.call("islandora_job_demo.add", 2, 3).data == b"5"
+    finally:
+        client.close()
+    assert pool.children() == children
+    assert "reason=bad payload: payload is not JSON" in pool.log_text()
+
+
+def test_gearman_cli_sees_a_failure(pool: Pool, gearmand: Gearmand) -> None:
+    run = subprocess.run(
+        ["gearman", "-p", str(gearmand.port), "-f", "islandora_job_demo.add", "not json"],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert run.returncode != 0
+    assert run.stdout == b""
+
+
+def test_send_exceptions_gives_the_reason_to_clients_that_ask(tmp_path: Path, gearmand: Gearmand) -> None:
+    with running_pool(tmp_path, [gearmand.address], concurrency=1, extra="send_exceptions = true") as pool:
+        pool.wait_registered(gearmand.port, "islandora_job_demo.raise")
+        client = PlainClient(gearmand.address, exceptions=True)
+        try:
+            answer = client.call("islandora_job_demo.raise", "kaboom")
+        finally:
+            client.close()
+    assert answer.command is Command.WORK_EXCEPTION
+    assert answer.data == b"RuntimeError: kaboom"
+
+
+def test_pygearman_client_as_a_second_python_peer(pool: Pool, gearmand: Gearmand) -> None:
+    client = gearman.GearmanClient([gearmand.address])
+    try:
+        requests = client.submit_multiple_jobs(
+            [
+                {"task": "islandora_job_demo.add", "data": payload("islandora_job_demo.add", n, 1).decode()}
+                for n in range(20)
+            ],
+            poll_timeout=20,
+        )
+        assert [r.result for r in requests] == [str(n + 1).encode() for n in range(20)]
+        failed = client.submit_job(
+            "islandora_job_demo.fail", payload("islandora_job_demo.fail").decode(), poll_timeout=20
+        )
+        assert failed.state == gearman.JOB_FAILED
+    finally:
+        client.shutdown()

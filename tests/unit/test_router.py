@@ -1,0 +1,204 @@
+"""The router: payloads in, outcomes out, no I/O."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from islandora_job import Fail, current_job
+from islandora_job.registry import JobSpec, Registry, job
+from islandora_job.router import Assignment, Outcome, PlainHooks, Prepared, Router, to_bytes
+
+
+def _spec(name: str, fn: Any, **options: Any) -> JobSpec:
+    return job(name, **options)(fn).__islandora_job__  # type: ignore[no-any-return]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    def status(self, numerator: int, denominator: int) -> None:
+        self.events.append(("status", (numerator, denominator)))
+
+    def data(self, chunk: bytes) -> None:
+        self.events.append(("data", chunk))
+
+    def warning(self, chunk: bytes) -> None:
+        self.events.append(("warning", chunk))
+
+
+def _context_job(*args: Any) -> str:
+    context = current_job()
+    context.progress(1, 3)
+    context.send_data("half")
+    return f"{context.name}|{context.function}|{context.handle}|{context.unique}|{context.site}|{context.uid}|{args}"
+
+
+calls: dict[str, int] = {}
+
+
+def _flaky(key: str, failures: int) -> int:
+    calls[key] = calls.get(key, 0) + 1
+    if calls[key] <= failures:
+        raise ValueError(f"attempt {calls[key]}")
+    return calls[key]
+
+
+@pytest.fixture(scope="module")
+def router() -> Router:
+    registry = Registry(multisite_prefixes=["site1"])
+    for spec in [
+        _spec("r.add", lambda *n: sum(n)),
+        _spec("r.none", lambda: None),
+        _spec("r.bytes", lambda: b"\x00\xff"),
+        _spec("r.text", lambda: "héllo"),
+        _spec("r.dict", lambda: {"a": [1, 2]}),
+        _spec("r.raise", lambda: 1 / 0),
+        _spec("r.fail", lambda: (_ for _ in ()).throw(Fail("nope"))),
+        _spec("r.exit", lambda: exit(4)),
+        _spec("r.object", lambda: object()),
+        _spec("r.nan", lambda: float("nan")),
+        _spec("r.context", _context_job, alias="r.ctx"),
+        _spec("r.raw", lambda data: data[::-1], payload="raw"),
+        _spec("r.flaky", _flaky, retries=2, min_backoff=0.001, max_backoff=0.002),
+        _spec("r.timeout", lambda: 1, timeout=7),
+    ]:
+        registry.add(spec, "test")
+    return Router(registry, default_timeout=30)
+
+
+def _assign(function: str, data: bytes | dict[str, Any]) -> Assignment:
+    raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+    return Assignment(function, "H:test:1", "unique-1", raw)
+
+
+def _run(router: Router, function: str, data: bytes | dict[str, Any], hooks: PlainHooks | None = None) -> Outcome:
+    prepared = router.prepare(_assign(function, data))
+    if isinstance(prepared, Outcome):
+        return prepared
+    return router.run(prepared, hooks or PlainHooks())
+
+
+def _call(router: Router, func: str, *args: Any, **extra: Any) -> Outcome:
+    return _run(router, func, {"func": func, "args": list(args), **extra})
+
+
+@pytest.mark.parametrize(
+    ("func", "expected"),
+    [("r.none", b""), ("r.bytes", b"\x00\xff"), ("r.text", "héllo".encode()), ("r.dict", b'{"a":[1,2]}')],
+)
+def test_return_values_become_bytes(router: Router, func: str, expected: bytes) -> None:
+    assert _call(router, func) == Outcome("complete", data=expected, attempts=1)
+
+
+def test_args_are_positional(router: Router) -> None:
+    assert _call(router, "r.add", 1, 2, 3.5).data == b"6.5"
+
+
+@pytest.mark.parametrize(
+    ("func", "status", "reason"),
+    [
+        ("r.raise", "exception", "ZeroDivisionError: division by zero"),
+        ("r.fail", "fail", "nope"),
+        ("r.exit", "exception", "job called sys.exit(4)"),
+        ("r.object", "exception", "not JSON-serialisable"),
+        ("r.nan", "exception", "not JSON-serialisable"),
+    ],
+)
+def test_job_errors_are_outcomes(router: Router, func: str, status: str, reason: str) -> None:
+    outcome = _call(router, func)
+    assert outcome.status == status
+    assert reason in outcome.reason
+    assert outcome.attempts == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[1]", "must be a JSON object"),
+        (b'{"args": []}', "no 'func'"),
+        (b'{"func": "r.add"}', "no 'args'"),
+        (b'{"func": "r.add", "args": {}}', "'args' must be a list"),
+        (b'{"func": "r.add", "args": [], "uid": 1.5}', "'uid'"),
+        (b"[" * 100000, "nested too deeply"),
+    ],
+)
+def test_bad_payloads_fail_with_a_reason(router: Router, data: bytes, reason: str) -> None:
+    outcome = _run(router, "r.add", data)
+    assert outcome.status == "exception" and outcome.attempts == 0
+    assert outcome.reason.startswith("bad payload") and reason in outcome.reason
+
+
+def test_an_unknown_func_is_a_failure_not_a_silent_success(router: Router) -> None:
+    outcome = _call(router, "r.nobody")
+    assert outcome == Outcome("exception", reason="unknown job 'r.nobody'")
+
+
+def test_name_alias_and_multisite_prefix_resolve(router: Router) -> None:
+    recorder = Recorder()
+    payload = {"func": "r.context", "args": ["x"], "site": "site1", "uid": 5}
+    outcome = _run(router, "site1_r.ctx", payload, PlainHooks(recorder))
+    assert outcome.data == b"r.context|site1_r.ctx|H:test:1|unique-1|site1|5|('x',)"
+    assert recorder.events == [("status", (1, 3)), ("data", b"half")]
+    for func in ("r.ctx", "site1_r.ctx"):
+        assert _run(router, "r.ctx", {**payload, "func": func}).ok
+
+
+def test_raw_jobs_get_the_bytes(router: Router) -> None:
+    assert _run(router, "r.raw", b"not json at all").data == b"lla ta nosj ton"
+
+
+def test_timeouts_default_or_declared(router: Router) -> None:
+    prepared = router.prepare(_assign("r.add", {"func": "r.timeout", "args": []}))
+    assert isinstance(prepared, Prepared) and prepared.timeout == 7
+    prepared = router.prepare(_assign("r.add", {"func": "r.add", "args": []}))
+    assert isinstance(prepared, Prepared) and prepared.timeout == 30
+
+
+def test_retries_rearm_the_limit_and_back_off(router: Router) -> None:
+    slept: list[float] = []
+    hooks = PlainHooks(sleep=slept.append)
+    outcome = _call(router, "r.flaky", "a", 2)  # fails twice, succeeds on the third attempt
+    assert outcome == Outcome("complete", data=b"3", attempts=3)
+    outcome = _run(router, "r.flaky", {"func": "r.flaky", "args": ["b", 5]}, hooks)
+    assert outcome.status == "exception" and outcome.attempts == 3
+    assert outcome.reason == "ValueError: attempt 3"
+    assert hooks.armed == [30, 30, 30]
+    assert len(slept) == 2 and all(0 < s <= 0.002 for s in slept)
+
+
+def test_to_bytes_refuses_what_json_cannot_say() -> None:
+    with pytest.raises(ValueError):
+        to_bytes(float("inf"))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        json_values.map(lambda v: json.dumps(v).encode()),
+        st.fixed_dictionaries(
+            {"func": st.sampled_from(["r.add", "r.text", "r.raise", "r.nobody", ""]) | st.text(max_size=8)},
+            optional={"args": json_values, "site": json_values, "uid": json_values},
+        ).map(lambda v: json.dumps(v).encode()),
+    )
+)
+def test_fuzz_every_payload_gets_exactly_one_outcome(router: Router, data: bytes) -> None:
+    outcome = _run(router, "r.text", data)
+    assert outcome.status in ("complete", "exception", "fail")
+    if outcome.status != "complete":
+        assert outcome.reason
