@@ -63,7 +63,11 @@ _MAX_SEND_ATTEMPTS = 3
 
 @dataclass(frozen=True, slots=True)
 class JobRequest:
-    """One job to submit. ``site``/``uid`` default to the client's; ``dedupe`` derives the unique key."""
+    """One job to submit. ``site``/``uid`` default to the client's; ``dedupe`` derives the unique key.
+
+    ``raw`` sends those bytes as the workload instead of an islandora_job payload built from ``args``: for
+    ``payload="raw"`` jobs and for re-submitting a stored workload (a dead letter) exactly as it was.
+    """
 
     name: str
     args: Sequence[Any] = ()
@@ -73,6 +77,7 @@ class JobRequest:
     alias: str | None = None
     site: str | None = None
     uid: int | str | None = None
+    raw: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -270,9 +275,14 @@ class JobClient:
     def _prepare(self, index: int, request: JobRequest, background: bool) -> _Prepared:
         if request.priority not in PRIORITIES:
             raise PayloadError(f"priority must be one of {', '.join(PRIORITIES)}, not {request.priority!r}")
-        site = request.site if request.site is not None else self.site
-        uid = request.uid if request.uid is not None else self.uid
-        data = Payload(request.name, tuple(request.args), site, uid).encode()
+        if request.raw is not None:
+            if request.args:
+                raise PayloadError(f"job {request.name!r}: give either args or a raw workload, not both")
+            data = request.raw
+        else:
+            site = request.site if request.site is not None else self.site
+            uid = request.uid if request.uid is not None else self.uid
+            data = Payload(request.name, tuple(request.args), site, uid).encode()
         function = function_name(request.name, request.alias, self.multisite)
         if request.unique is not None and request.dedupe:
             raise PayloadError("give either a unique key or dedupe, not both")
@@ -501,7 +511,9 @@ class _Batch:
             result.data = packet["data"]
         elif command is Command.WORK_FAIL:
             del state.handles[handle]
-            result.error = JobFailed(f"job {result.function!r} failed", result.handle)
+            # Our workers send the reason as a WORK_WARNING just before a WORK_FAIL (which carries no text).
+            reason = f": {result.warnings[-1].decode('utf-8', 'replace')}" if result.warnings else ""
+            result.error = JobFailed(f"job {result.function!r} failed{reason}", result.handle)
         elif command is Command.WORK_EXCEPTION:
             del state.handles[handle]
             result.error = JobException(packet["data"].decode("utf-8", "replace"), result.handle)

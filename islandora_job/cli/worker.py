@@ -11,15 +11,12 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from islandora_job import config as config_module
 from islandora_job import logsetup, runtime
-from islandora_job.address import ServerAddress
 from islandora_job.cli import exit_codes
-from islandora_job.codec import Command
-from islandora_job.connection import ConnectFailed, Connection
+from islandora_job.client import JobClient, JobRequest
 from islandora_job.deadletters import DeadLetter, DeadLetterStore
 from islandora_job.errors import ConfigError, ConnectionLost, ProtocolError, ServerUnavailable
 
@@ -267,11 +264,18 @@ def cmd_dead_requeue(args: argparse.Namespace) -> int:
             print(f"islandora-job: no dead letter {letter_id}", file=sys.stderr)
             status = exit_codes.JOB_FAILED
             continue
+        request = JobRequest(letter.function, raw=letter.payload)
         try:
-            handle = submit_raw_background(servers, letter.function, letter.payload)
-        except ServerUnavailable as exc:
+            with JobClient(servers) as client:
+                [result] = client.submit_batch([request], background=True, raise_unavailable=True)
+        except (ServerUnavailable, ConnectionLost, ProtocolError) as exc:
             print(f"islandora-job: {exc}", file=sys.stderr)
             return exit_codes.UNREACHABLE
+        if result.error is not None or result.handle is None:
+            print(f"islandora-job: dead letter {letter.id}: {result.error}", file=sys.stderr)
+            status = exit_codes.JOB_FAILED
+            continue
+        handle = result.handle
         store.mark_requeued(letter.id, handle)
         print(f"{letter.id}\t{handle}")
     return status
@@ -282,24 +286,3 @@ def cmd_dead_purge(args: argparse.Namespace) -> int:
     count = store.purge(args.ids, older_than=args.older_than, everything=args.all)
     print(f"purged {count} dead letter(s)")
     return exit_codes.OK
-
-
-def submit_raw_background(servers: Sequence[ServerAddress], function: str, payload: bytes) -> str:
-    """SUBMIT_JOB_BG of stored bytes (the client API builds payloads; a dead letter already is one)."""
-    attempts: list[tuple[str, str]] = []
-    for address in servers:
-        connection = Connection(address, io_timeout=10.0)
-        try:
-            connection.connect()
-            connection.send_packet(Command.SUBMIT_JOB_BG, function, "", payload)
-            while True:
-                for packet in connection.receive():
-                    if packet.command is Command.JOB_CREATED:
-                        return packet["job_handle"].decode()
-                    if packet.command is Command.ERROR:
-                        raise ProtocolError(packet["error_text"].decode("utf-8", "replace"))
-        except (ConnectFailed, ConnectionLost, ProtocolError) as exc:
-            attempts.append((str(address), str(getattr(exc, "reason", exc))))
-        finally:
-            connection.close()
-    raise ServerUnavailable(attempts)

@@ -11,7 +11,7 @@ import pytest
 from islandora_job.admin import AdminClient
 from islandora_job.client import JobClient, JobRequest
 from islandora_job.errors import JobException, JobFailed, JobTimeout, ServerUnavailable
-from islandora_job.payload import decode
+from islandora_job.payload import PayloadError, decode
 from tests.integration.peers import cli_worker, php_worker
 from tests.support.gearmand import Gearmand, free_port
 
@@ -40,6 +40,8 @@ def test_php_worker_results_fail_and_exception(gearmand: Gearmand) -> None:
         assert decode(client.submit("php_echo", 1, [2])).args == (1, [2])
         with pytest.raises(JobFailed):
             client.submit("php_fail")
+        with pytest.raises(JobFailed, match="failed: disk full"):
+            client.submit("php_warn_fail")
         with pytest.raises(JobException, match="php says no") as info:
             client.submit("php_exception")
         assert info.value.data == "php says no"
@@ -155,3 +157,12 @@ def test_maxqueue_refusal_is_reported_per_job(gearmand: Gearmand) -> None:
         # The connection stays in step after refusals.
         assert client.submit_background("unbounded").startswith("H:")
     assert queued(gearmand, "bounded") == 2
+
+
+def test_raw_workload_is_sent_as_is(gearmand: Gearmand) -> None:
+    workload = b"not json \0 at all"
+    with cli_worker(gearmand.port, "raw_echo", "cat"), JobClient([gearmand.address]) as client:
+        [result] = client.submit_batch([JobRequest("raw_echo", raw=workload)])
+        assert result.data == workload
+        with pytest.raises(PayloadError, match="either args or a raw workload"):
+            client.submit_batch([JobRequest("raw_echo", ("x",), raw=b"y")], raise_unavailable=True)
