@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # Debian packages the tests need: the real peers (gearmand, the gearman CLI, PHP with the extension)
 # and the queue back-ends the role tests start on free ports.
 APT_TEST := gearman-job-server gearman-tools php-cli php-gearman python3-venv \
-	sqlite3 redis-server memcached
+	sqlite3 redis-server memcached nftables iproute2
 # What `make deploy` needs on the controller itself.
 APT_DEPLOY := python3-venv
 
@@ -43,12 +43,7 @@ system-deps:
 
 deploy: venv
 	scripts/apt-install $(APT_DEPLOY)
-	@if [ ! -f site.yml ]; then \
-		echo "make deploy will run 'ansible-playbook site.yml' against inventory/hosts.yml (localhost):"; \
-		echo "  gearmand with a persistent sqlite queue, the PHP gearman extension, the islandora-job worker."; \
-		echo "The Ansible roles have not landed yet; nothing was changed."; \
-		exit 1; \
-	fi
+	@echo "Deploying gearmand (sqlite queue), the PHP gearman extension and the islandora-job worker onto this machine"
 	$(BIN)/ansible-playbook site.yml
 
 lint: venv

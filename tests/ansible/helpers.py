@@ -1,0 +1,169 @@
+"""Helpers for the Ansible tests: run ansible-playbook from the project's venv, processes on free ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+ROLES = REPO / "roles"
+BIN = Path(sys.executable).parent  # the venv pytest runs from (.venv/bin)
+GEARMAND = "/usr/sbin/gearmand"
+
+
+def tool(name: str) -> str:
+    """A command of the venv (ansible-playbook, ansible-lint, yamllint...), or fail saying how to get it."""
+    path = BIN / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise AssertionError(f"{name} not found in {BIN} nor on PATH: run `make venv` (pyproject extra [dev])")
+
+
+def system_binary(path: str, package: str) -> str:
+    if not os.access(path, os.X_OK):
+        raise AssertionError(f"{path} is missing: install Debian's {package} (make system-deps)")
+    return path
+
+
+def ansible_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+        ANSIBLE_ROLES_PATH=str(ROLES),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_RETRY_FILES_ENABLED="0",
+        PATH=f"{BIN}:{env.get('PATH', '/usr/bin:/bin')}",
+    )
+    env.update(extra)
+    return env
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(argv),
+        cwd=cwd or REPO,
+        env=env,
+        input=input,
+        text=True,
+        timeout=timeout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        check=False,
+    )
+
+
+def playbook(
+    path: Path | str,
+    *args: str,
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+    inventory: Path | str | None = REPO / "inventory" / "hosts.yml",
+) -> subprocess.CompletedProcess[str]:
+    argv = [tool("ansible-playbook")]
+    if inventory is not None:
+        argv += ["-i", str(inventory)]
+    argv += [str(path), *args]
+    return run(argv, timeout=timeout, env=env or ansible_env())
+
+
+RECAP = re.compile(
+    r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+    r"\s+failed=(?P<failed>\d+)",
+    re.MULTILINE,
+)
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """PLAY RECAP counters per host."""
+    return {
+        m["host"]: {k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed")} for m in RECAP.finditer(output)
+    }
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"{proc.args!r} exited with {proc.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@contextlib.contextmanager
+def process(argv: Sequence[str], log: Path, port: int | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """A background process (output to log), waited for on its port, always stopped at exit."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        if port is not None:
+            try:
+                wait_port(port, proc)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n--- {log}:\n{log.read_text(errors='replace')[-3000:]}") from None
+        yield proc
+    finally:
+        stop(proc)
+
+
+def admin(port: int, command: str, timeout: float = 5.0) -> str:
+    """One gearmand admin text-protocol command; the answer up to its end ('.' line or OK/ERR line)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(command.encode() + b"\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            if data.startswith((b"OK", b"ERR")) and data.endswith(b"\n"):
+                break
+            if data.endswith(b"\n.\n") or data == b".\n":
+                break
+    return data.decode()
+
+
+def queued(port: int, function: str) -> int:
+    """Jobs gearmand holds for a function (admin 'status': total column)."""
+    for line in admin(port, "status").splitlines():
+        fields = line.split("\t")
+        if fields[0] == function and len(fields) >= 2:
+            return int(fields[1])
+    return 0

@@ -1,0 +1,401 @@
+"""The gearman_server templates, rendered by Ansible for each queue type, checked against gearmand itself.
+
+The role's templates (/etc/default/gearman-job-server and /etc/gearmand.conf) are rendered with the
+role's defaults and vars plus each case's variables, in one ansible-playbook run. For each queue type a
+real gearmand (Debian's /usr/sbin/gearmand) is started on a free loopback port with exactly the rendered
+options (PARAMS as the init script splits them, minus --daemon; address, port and log file moved to the
+test's own), against a local back-end from Debian's packages started by the test on a free port
+(redis-server, memcached; sqlite in a temporary directory). It must serve, keep a background job across
+a restart (builtin: serve only, and the job is gone after a restart, as documented), and drop the job once
+a worker has done it. The pre-flight check script of the role is run against the same files, including
+a wrong redis password that it must refuse.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.ansible.helpers import (
+    GEARMAND,
+    ROLES,
+    admin,
+    free_port,
+    playbook,
+    process,
+    queued,
+    run,
+    stop,
+    system_binary,
+    wait_port,
+)
+
+ROLE = ROLES / "gearman_server"
+CHECK_SCRIPT = ROLE / "files" / "gearman-server-check-queue"
+REDIS_PASSWORD = "t3st-Pa55word"
+
+
+def render(tmp: Path, cases: dict[str, dict[str, Any]]) -> dict[str, Path]:
+    """Render the role's templates for every case with one ansible-playbook run; return case -> dir.
+
+    Each case is an inventory host (local connection) whose host variables override the role's defaults
+    and vars, given as group variables of "all" (lower precedence): the cases render in parallel.
+    """
+    role_vars: dict[str, Any] = {}
+    for path in ("defaults/main.yml", "vars/main.yml", "vars/Debian-12.yml"):
+        role_vars.update(yaml.safe_load((ROLE / path).read_text()))
+    hosts = {}
+    for name, variables in cases.items():
+        (tmp / name).mkdir()
+        hosts[name] = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, **variables}
+    inventory = tmp / "inventory.json"
+    inventory.write_text(json.dumps({"all": {"vars": role_vars, "hosts": hosts}}))
+    book = tmp / "render.yml"
+    book.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "Render the gearman_server templates for each case",
+                    "hosts": "all",
+                    "gather_facts": False,
+                    "tasks": [
+                        {
+                            "name": f"Render {src}",
+                            "ansible.builtin.template": {
+                                "src": str(ROLE / "templates" / src),
+                                "dest": f"{tmp}/{{{{ inventory_hostname }}}}/{dest}",
+                                "mode": "0600",
+                            },
+                        }
+                        for src, dest in [
+                            ("gearmand.conf.j2", "gearmand.conf"),
+                            ("gearman-job-server.default.j2", "gearman-job-server"),
+                            ("firewall.nft.j2", "firewall.nft"),
+                        ]
+                    ],
+                }
+            ]
+        )
+    )
+    result = playbook(book, "--forks", "10", inventory=inventory, timeout=180)
+    assert result.returncode == 0, result.stdout[-5000:]
+    return {name: tmp / name for name in cases}
+
+
+def params(defaults_file: Path) -> list[str]:
+    """PARAMS of the defaults file, split as Debian's init script does (sourced by sh, unquoted)."""
+    result = run(["sh", "-c", '. "$1"; for a in $PARAMS; do printf "%s\\n" "$a"; done', "sh", str(defaults_file)])
+    assert result.returncode == 0, result.stdout
+    return result.stdout.splitlines()
+
+
+class Server:
+    """gearmand started with a case's rendered options, on a free loopback port."""
+
+    def __init__(self, files: Path, workdir: Path) -> None:
+        self.files = files
+        self.workdir = workdir
+        self.port = free_port()
+        rendered = params(files / "gearman-job-server")
+        assert "--daemon" in rendered, "Debian's Type=forking unit and its init script need --daemon"
+        assert f"--config-file={'/etc/gearmand.conf'}" in rendered
+        moved = ("--daemon", "--listen=", "--port=", "--log-file=", "--config-file=", "--syslog")
+        self.argv = [
+            system_binary(GEARMAND, "gearman-job-server"),
+            *[opt for opt in rendered if not opt.startswith(moved)],
+            "--listen=127.0.0.1",
+            f"--port={self.port}",
+            f"--log-file={workdir / 'gearmand.log'}",
+            f"--config-file={files / 'gearmand.conf'}",
+        ]
+        if os.geteuid() == 0:
+            self.argv.append("--user=root")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.workdir / "gearmand.out"
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            wait_port(self.port, self.proc)
+        except AssertionError as exc:
+            gearmand_log = self.workdir / "gearmand.log"
+            detail = gearmand_log.read_text(errors="replace")[-3000:] if gearmand_log.exists() else ""
+            raise AssertionError(f"{exc}\n{self.argv}\n{log.read_text(errors='replace')}\n{detail}") from None
+        assert admin(self.port, "version").startswith("OK"), "gearmand does not answer 'version'"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)  # SIGTERM: a clean stop
+            assert self.proc.returncode is not None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def submit_background(self, function: str, payload: str) -> None:
+        result = run(
+            ["gearman", "-h", "127.0.0.1", "-p", str(self.port), "-f", function, "-b", "--", payload], timeout=30
+        )
+        assert result.returncode == 0, result.stdout
+
+    def work_one(self, function: str) -> None:
+        result = run(
+            ["gearman", "-h", "127.0.0.1", "-p", str(self.port), "-w", "-c", "1", "-f", function, "--", "cat"],
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stdout
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    system_binary("/usr/bin/gearman", "gearman-tools")
+    tmp = tmp_path_factory.mktemp("gearman_server_templates")
+    sqlite_dir = tmp / "sqlite-db"
+    sqlite_dir.mkdir()
+    return render(
+        tmp,
+        {
+            "builtin": {"gearman_server_queue_type": "builtin"},
+            "sqlite": {
+                "gearman_server_queue_type": "sqlite",
+                "gearman_server_sqlite_db": str(sqlite_dir / "q.sqlite3"),
+            },
+            "sqlite_on_shutdown": {
+                "gearman_server_queue_type": "sqlite",
+                "gearman_server_sqlite_db": str(sqlite_dir / "q2.sqlite3"),
+                "gearman_server_sqlite_store_queue_on_shutdown": True,
+            },
+            # ports are filled in by the back-end fixtures: templates only need a value; PORT_* replaced later
+            "redis": {
+                "gearman_server_queue_type": "redis",
+                "gearman_server_redis_port": 1,
+                "gearman_server_redis_password": REDIS_PASSWORD,
+                "gearman_server_redis_prefix": "ijtest_",
+            },
+            "memcached": {
+                "gearman_server_queue_type": "memcached",
+                "gearman_server_memcached_servers": "127.0.0.1:1",
+                "gearman_server_memcached_prefix": "ijtest_",
+            },
+            "mysql": {"gearman_server_queue_type": "mysql", "gearman_server_mysql_password": "my/s@cret:pw"},
+            "postgres": {
+                "gearman_server_queue_type": "postgres",
+                "gearman_server_postgres_password": "pg/s@cret:pw%",
+                "gearman_server_postgres_host": "db.example.org",
+            },
+            "every_option": {
+                "gearman_server_queue_type": "builtin",
+                "gearman_server_round_robin": True,
+                "gearman_server_keepalive": True,
+                "gearman_server_keepalive_idle": 60,
+                "gearman_server_keepalive_interval": 10,
+                "gearman_server_keepalive_count": 3,
+                "gearman_server_threads": 2,
+                "gearman_server_backlog": 64,
+                "gearman_server_job_retries": 5,
+                "gearman_server_worker_wakeup": 1,
+                "gearman_server_verbose": "INFO",
+                "gearman_server_log": "syslog",
+                "gearman_server_extra_options": ["--hashtable-buckets=4099"],
+                "gearman_server_allowed_clients": ["198.18.2.0/24", "198.18.3.7", "2001:db8::/32"],
+                "gearman_server_listen": "0.0.0.0",
+            },
+        },
+    )
+
+
+def with_port(files: Path, option: str, value: str) -> None:
+    conf = files / "gearmand.conf"
+    lines = [f"{option}={value}" if line.startswith(f"{option}=") else line for line in conf.read_text().splitlines()]
+    conf.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[int]:
+    port = free_port()
+    argv = [
+        system_binary("/usr/bin/redis-server", "redis-server"),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(tmp_path),
+        "--requirepass",
+        REDIS_PASSWORD,
+        "--daemonize",
+        "no",
+    ]
+    with process(argv, tmp_path / "redis.log", port):
+        yield port
+
+
+@pytest.fixture
+def memcached(tmp_path: Path) -> Iterator[int]:
+    port = free_port()
+    argv = [system_binary("/usr/bin/memcached", "memcached"), "-l", "127.0.0.1", "-p", str(port), "-U", "0"]
+    if os.geteuid() == 0:
+        argv += ["-u", "nobody"]
+    with process(argv, tmp_path / "memcached.log", port):
+        yield port
+
+
+def check_persistence(server: Server, function: str) -> None:
+    server.start()
+    try:
+        server.submit_background(function, "payload one")
+        server.submit_background(function, "payload two")
+        assert queued(server.port, function) == 2
+        server.restart()
+        assert queued(server.port, function) == 2, "the background jobs did not survive a restart"
+        server.work_one(function)
+        server.work_one(function)
+        assert queued(server.port, function) == 0
+        server.restart()
+        assert queued(server.port, function) == 0, "done jobs came back after a restart"
+    finally:
+        server.stop()
+
+
+def test_builtin_serves_and_forgets_on_restart(rendered: dict[str, Path], tmp_path: Path) -> None:
+    conf = (rendered["builtin"] / "gearmand.conf").read_text()
+    assert "--queue-type=builtin" in conf
+    server = Server(rendered["builtin"], tmp_path)
+    server.start()
+    try:
+        server.submit_background("ij_builtin", "x")
+        assert queued(server.port, "ij_builtin") == 1
+        server.work_one("ij_builtin")
+        assert queued(server.port, "ij_builtin") == 0
+        server.submit_background("ij_builtin", "y")
+        server.restart()
+        assert queued(server.port, "ij_builtin") == 0, "builtin is memory only (documented in docs/deploy.md)"
+    finally:
+        server.stop()
+
+
+def test_sqlite_keeps_background_jobs(rendered: dict[str, Path], tmp_path: Path) -> None:
+    files = rendered["sqlite"]
+    conf = (files / "gearmand.conf").read_text()
+    assert "--queue-type=libsqlite3" in conf and "--store-queue-on-shutdown" not in conf
+    check_persistence(Server(files, tmp_path), "ij_sqlite")
+
+
+def test_sqlite_store_on_shutdown_keeps_jobs_across_a_clean_restart(rendered: dict[str, Path], tmp_path: Path) -> None:
+    files = rendered["sqlite_on_shutdown"]
+    assert "--store-queue-on-shutdown" in (files / "gearmand.conf").read_text()
+    check_persistence(Server(files, tmp_path), "ij_sqlite2")
+
+
+def test_redis_keeps_background_jobs(rendered: dict[str, Path], tmp_path: Path, redis: int) -> None:
+    files = rendered["redis"]
+    with_port(files, "--redis-port", str(redis))
+    conf = (files / "gearmand.conf").read_text()
+    assert f"--redis-password={REDIS_PASSWORD}" in conf
+    assert REDIS_PASSWORD not in (files / "gearman-job-server").read_text(), "secret in the world-readable file"
+    check_persistence(Server(files, tmp_path), "ij_redis")
+
+
+def test_memcached_keeps_background_jobs(rendered: dict[str, Path], tmp_path: Path, memcached: int) -> None:
+    files = rendered["memcached"]
+    with_port(files, "--libmemcached-servers", f"127.0.0.1:{memcached}")
+    check_persistence(Server(files, tmp_path), "ij_memcached")
+
+
+def test_every_option_is_accepted_by_gearmand(rendered: dict[str, Path], tmp_path: Path) -> None:
+    files = rendered["every_option"]
+    opts = params(files / "gearman-job-server")
+    for expected in (
+        "--round-robin",
+        "--keepalive",
+        "--keepalive-idle=60",
+        "--keepalive-interval=10",
+        "--keepalive-count=3",
+        "--threads=2",
+        "--backlog=64",
+        "--job-retries=5",
+        "--worker-wakeup=1",
+        "--verbose=INFO",
+        "--syslog",
+        "--log-file=none",
+        "--hashtable-buckets=4099",
+    ):
+        assert expected in opts, (expected, opts)
+    assert not any(o.startswith("--listen") for o in opts), "0.0.0.0 means gearmand's default (every address)"
+    server = Server(files, tmp_path)
+    server.start()
+    server.stop()
+
+
+def test_default_job_retries_is_finite(rendered: dict[str, Path]) -> None:
+    assert "--job-retries=3" in params(rendered["sqlite"] / "gearman-job-server")
+
+
+def test_mysql_and_postgres_secrets_stay_in_gearmand_conf(rendered: dict[str, Path]) -> None:
+    mysql = (rendered["mysql"] / "gearmand.conf").read_text().splitlines()
+    assert "--queue-type=MySQL" in mysql
+    assert "--mysql-password=my/s@cret:pw" in mysql
+    postgres = (rendered["postgres"] / "gearmand.conf").read_text().splitlines()
+    assert "--queue-type=Postgres" in postgres
+    # percent-encoded, no spaces: gearmand splits the file on whitespace
+    assert "--libpq-conninfo=postgresql://gearman:pg%2Fs%40cret%3Apw%25@db.example.org:5432/gearman" in postgres
+    for case in ("mysql", "postgres"):
+        defaults = (rendered[case] / "gearman-job-server").read_text()
+        assert "cret" not in defaults and "--config-file=/etc/gearmand.conf" in defaults
+
+
+def test_firewall_table_is_valid_nftables(rendered: dict[str, Path]) -> None:
+    nft = system_binary("/usr/sbin/nft", "nftables")
+    table = (rendered["every_option"] / "firewall.nft").read_text()
+    assert "flush ruleset" not in table
+    assert "table inet gearman_server" in table
+    assert "198.18.2.0/24, 198.18.3.7" in table and "2001:db8::/32" in table
+    assert 'iif "lo" accept' in table and "tcp dport != 4730 accept" in table
+    result = run([nft, "-c", "-f", str(rendered["every_option"] / "firewall.nft")])
+    assert result.returncode == 0, result.stdout
+    # with no IPv6 client the empty set must still be valid
+    result = run([nft, "-c", "-f", str(rendered["sqlite"] / "firewall.nft")])
+    assert result.returncode == 0, result.stdout
+
+
+def test_preflight_accepts_a_working_queue_and_refuses_bad_credentials(
+    rendered: dict[str, Path], tmp_path: Path, redis: int
+) -> None:
+    files = rendered["redis"]
+    with_port(files, "--redis-port", str(redis))
+    user = ["--user", "root"] if os.geteuid() == 0 else []
+    ok = run(["python3", str(CHECK_SCRIPT), str(files / "gearmand.conf"), *user, "--timeout", "10"])
+    assert ok.returncode == 0, ok.stdout
+    bad = tmp_path / "bad.conf"
+    bad.write_text((files / "gearmand.conf").read_text().replace(REDIS_PASSWORD, "wrong-password"))
+    log = tmp_path / "preflight.log"
+    refused = run(["python3", str(CHECK_SCRIPT), str(bad), *user, "--timeout", "10", "--log", str(log)])
+    assert refused.returncode == 1, refused.stdout
+    assert "WRONGPASS" in refused.stdout and "WRONGPASS" in log.read_text()
+    assert "wrong-password" not in refused.stdout, "the check must not print the password"
+
+
+def test_preflight_refuses_an_unusable_sqlite_path(rendered: dict[str, Path], tmp_path: Path) -> None:
+    conf = tmp_path / "gearmand.conf"
+    conf.write_text(
+        (rendered["sqlite"] / "gearmand.conf")
+        .read_text()
+        .replace("--libsqlite3-db=", "--libsqlite3-db=/nonexistent/dir/")
+    )
+    user = ["--user", "root"] if os.geteuid() == 0 else []
+    result = run(["python3", str(CHECK_SCRIPT), str(conf), *user, "--timeout", "10"])
+    assert result.returncode == 1, result.stdout
+    assert "sqlite" in result.stdout
