@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import selectors
 import time
+import uuid
 import zlib
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -122,6 +123,8 @@ class _Prepared:
     function: str
     unique: str
     data: bytes
+    #: The caller chose the unique key (or dedupe derived it): route by it so that duplicates meet.
+    keyed: bool = True
     attempts: int = 0
     retry_until: float = 0.0
 
@@ -286,13 +289,22 @@ class JobClient:
         function = function_name(request.name, request.alias, self.multisite)
         if request.unique is not None and request.dedupe:
             raise PayloadError("give either a unique key or dedupe, not both")
-        unique = dedupe_key(function, data) if request.dedupe else check_unique(request.unique or "")
-        return _Prepared(index, _SUBMIT[(background, request.priority)], function, unique, data)
+        if request.dedupe:
+            unique = dedupe_key(function, data)
+        elif request.unique is not None:
+            unique = check_unique(request.unique)
+        else:
+            # Never an empty key: gearmand 1.1.20's persistent queues store background jobs keyed by
+            # (unique, function), so every keyless job of a function would share one row and a restart would
+            # replay only the last of them. libgearman (PHP, the gearman CLI) sends a UUID; so do we.
+            unique = uuid.uuid4().hex
+        keyed = request.dedupe or request.unique is not None
+        return _Prepared(index, _SUBMIT[(background, request.priority)], function, unique, data, keyed)
 
     # -- choosing servers ----------------------------------------------------------------------------------------
 
-    def _order(self, unique: str) -> list[ServerAddress]:
-        """Servers in the order to try for one job: hashed by unique key, else the next in rotation."""
+    def _order(self, unique: str | None) -> list[ServerAddress]:
+        """Servers in the order to try for one job: hashed by its chosen unique key, else the next in rotation."""
         count = len(self.servers)
         if unique:
             start = zlib.crc32(unique.encode()) % count
@@ -444,7 +456,7 @@ class _Batch:
         held: deque[_Prepared] = deque()
         while self.pending:
             job = self.pending.popleft()
-            connection = client._open(client._order(job.unique), self.attempts)
+            connection = client._open(client._order(job.unique if job.keyed else None), self.attempts)
             if connection is None:
                 if job.retry_until and time.monotonic() < job.retry_until:
                     held.append(job)
