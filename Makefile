@@ -17,16 +17,21 @@ PYTEST_ARGS ?=
 # and the queue back-ends the role tests start on free ports.
 APT_TEST := gearman-job-server gearman-tools php-cli php-gearman python3-venv \
 	sqlite3 redis-server memcached nftables iproute2
+# What `make bench` adds: database servers for the queue-type comparison (started as subprocesses on free ports).
+APT_BENCH := mariadb-server postgresql
+SOAK_JOBS ?= 100000
+BENCH_ARGS ?=
 # What `make deploy` needs on the controller itself.
 APT_DEPLOY := python3-venv
 
-.PHONY: help deploy test check lint typecheck unit integration system-deps venv bench clean
+.PHONY: help deploy test check lint typecheck unit integration system-deps venv bench soak clean
 
 help:
 	@echo "make deploy   deploy the Gearman stack and the worker onto this machine (ansible-playbook site.yml)"
 	@echo "make test     run every test of the project, as CI does"
 	@echo "make check    lint, types and unit tests (under two minutes)"
-	@echo "make bench    benchmarks (figures, never pass/fail)"
+	@echo "make bench    benchmarks (figures, never pass/fail; BENCH_ARGS=--quick for a 1-minute run)"
+	@echo "make soak     100,000 jobs under chaos (about 10 minutes; exits 1 on any lost job)"
 
 $(VENV)/.installed: pyproject.toml
 	scripts/apt-install python3-venv
@@ -65,8 +70,13 @@ test: lint typecheck integration
 
 # Benchmarks measure, they never pass or fail on a time.
 bench: venv system-deps
+	scripts/apt-install $(APT_BENCH)
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m benchmarks.client_bench
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+soak: venv system-deps
+	$(BIN)/python -m benchmarks.soak --jobs $(SOAK_JOBS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

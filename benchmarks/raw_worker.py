@@ -28,7 +28,7 @@ def main() -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.sendall(packet(CAN_DO, function) + packet(GRAB_JOB))
     grab, sleep = packet(GRAB_JOB), packet(PRE_SLEEP)
-    buffer = b""
+    buffer = bytearray()  # appending and deleting from the front are amortised O(1): large payloads stay linear
     while True:
         chunk = sock.recv(262144)
         if not chunk:
@@ -38,7 +38,8 @@ def main() -> None:
             _, command, length = HEADER.unpack_from(buffer)
             if len(buffer) < 12 + length:
                 break
-            body, buffer = buffer[12 : 12 + length], buffer[12 + length :]
+            body = bytes(buffer[12 : 12 + length])
+            del buffer[: 12 + length]
             if command == JOB_ASSIGN:
                 handle, _, data = body.split(b"\0", 2)
                 sock.sendall(packet(WORK_COMPLETE, handle, data) + grab)
