@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tests.support.gearmand import GEARMAND, Gearmand, admin
+from tests.support.gearmand import admin
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -32,38 +32,6 @@ SUBMIT_JOB, JOB_CREATED, WORK_COMPLETE, WORK_FAIL, SUBMIT_JOB_BG, WORK_EXCEPTION
 WORK_STATUS, WORK_DATA, WORK_WARNING = 12, 28, 29
 #: The no-op job's islandora_job payload (the job ``nop`` of benchmarks.bench_jobs): 24 bytes.
 NOP_PAYLOAD = b'{"func":"nop","args":[]}'
-
-
-class BenchGearmand(Gearmand):
-    """tests.support.gearmand.Gearmand with another log level (``NOTICE`` logs the jobs dropped at the retry limit)."""
-
-    def __init__(self, workdir: Path, *, verbose: str = "WARNING", **kwargs: object) -> None:
-        super().__init__(workdir, **kwargs)  # type: ignore[arg-type]
-        self.verbose = verbose
-
-    def start(self, timeout: float = 10.0) -> None:
-        argv = [
-            GEARMAND,
-            "--listen=127.0.0.1",
-            f"--port={self.port}",
-            f"--log-file={self.log}",
-            f"--verbose={self.verbose}",
-            "--config-file=/dev/null",
-            *self.extra_args,
-        ]
-        if os.geteuid() == 0:
-            argv.append("--user=root")
-        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gearmand exited with {self.process.returncode}; see {self.log}")
-            with contextlib.suppress(OSError):
-                if admin(self.port, "version", timeout=1.0).startswith("OK"):
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"gearmand did not answer on port {self.port} within {timeout}s")
-            time.sleep(0.02)
 
 
 def bench_env(**extra: str) -> dict[str, str]:

@@ -42,7 +42,6 @@ from benchmarks.common import (
     PYGEARMAN_WORKER,
     PYTHON,
     RAW_WORKER,
-    BenchGearmand,
     LoadClient,
     Processes,
     RssSampler,
@@ -53,7 +52,7 @@ from benchmarks.common import (
     wait_workers,
     worker_config,
 )
-from tests.support.gearmand import free_port
+from tests.support.gearmand import Gearmand, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
@@ -126,12 +125,12 @@ class Bench:
 
     # -- worker starters --
 
-    def raw(self, server: BenchGearmand, function: str, count: int = 1) -> list[subprocess.Popen[bytes]]:
+    def raw(self, server: Gearmand, function: str, count: int = 1) -> list[subprocess.Popen[bytes]]:
         return [self.procs.start([PYTHON, RAW_WORKER, server.address, function]) for _ in range(count)]
 
     def pool(
         self,
-        server: BenchGearmand,
+        server: Gearmand,
         name: str,
         concurrency: int,
         *,
@@ -145,7 +144,7 @@ class Bench:
         )
         return start_pool(self.procs, config, self.workdir / f"{name}.log")
 
-    def cli(self, server: BenchGearmand, function: str, *command: str) -> subprocess.Popen[bytes]:
+    def cli(self, server: Gearmand, function: str, *command: str) -> subprocess.Popen[bytes]:
         gearman = shutil.which("gearman") or "/usr/bin/gearman"
         return self.procs.start(
             [gearman, "-h", "127.0.0.1", "-p", str(server.port), "-w", "-f", function, "--", *command]
@@ -298,10 +297,10 @@ class Bench:
     # -- servers --
 
     @contextlib.contextmanager
-    def _gearmand(self, name: str, extra: list[str] | None = None) -> Iterator[BenchGearmand]:
+    def _gearmand(self, name: str, extra: list[str] | None = None) -> Iterator[Gearmand]:
         workdir = self.workdir / name
         workdir.mkdir(exist_ok=True)
-        server = BenchGearmand(workdir, extra_args=extra or [])
+        server = Gearmand(workdir, extra_args=extra or [])
         server.start(timeout=30)
         try:
             yield server

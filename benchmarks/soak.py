@@ -37,7 +37,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from benchmarks.common import (
-    BenchGearmand,
     Processes,
     RssSampler,
     bench_env,
@@ -48,6 +47,7 @@ from benchmarks.common import (
     worker_config,
 )
 from islandora_job.client import JobClient, JobRequest
+from tests.support.gearmand import Gearmand
 
 FUNCTIONS = ("soak.quick", "soak.slow", "soak.fail", "soak.hang")
 #: gearmand drops a job handed out this many times to workers that died holding it. One SIGKILL requeues at most
@@ -169,7 +169,7 @@ class Chaos(threading.Thread):
     def __init__(
         self,
         pool_pid: int,
-        gearmand: BenchGearmand,
+        gearmand: Gearmand,
         gate: threading.Lock,
         *,
         kill_every: float,
@@ -260,7 +260,7 @@ def run_soak(
     records = workdir / "records.txt"
     requests = plan(jobs, seed)
     result.kinds = dict(collections.Counter(r.name.split(".", 1)[1] for r in requests))
-    gearmand = BenchGearmand(
+    gearmand = Gearmand(
         workdir,
         verbose="NOTICE",  # logs 'Dropped job due to max retry count'
         extra_args=["-q", "libsqlite3", f"--libsqlite3-db={workdir / 'queue.sqlite3'}", f"--job-retries={JOB_RETRIES}"],
@@ -342,7 +342,7 @@ def run_soak(
 
 def _submit(
     requests: list[JobRequest],
-    gearmand: BenchGearmand,
+    gearmand: Gearmand,
     gate: threading.Lock,
     chaos: Chaos,
     batch: int,

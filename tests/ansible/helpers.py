@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from tests.support.gearmand import admin
+
 REPO = Path(__file__).resolve().parents[2]
 ROLES = REPO / "roles"
 BIN = Path(sys.executable).parent  # the venv pytest runs from (.venv/bin)
@@ -100,12 +102,6 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     }
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -141,23 +137,6 @@ def process(argv: Sequence[str], log: Path, port: int | None = None) -> Iterator
         yield proc
     finally:
         stop(proc)
-
-
-def admin(port: int, command: str, timeout: float = 5.0) -> str:
-    """One gearmand admin text-protocol command; the answer up to its end ('.' line or OK/ERR line)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(command.encode() + b"\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-            if data.startswith((b"OK", b"ERR")) and data.endswith(b"\n"):
-                break
-            if data.endswith(b"\n.\n") or data == b".\n":
-                break
-    return data.decode()
 
 
 def queued(port: int, function: str) -> int:

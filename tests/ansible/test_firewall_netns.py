@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.ansible.helpers import GEARMAND, ROLES, free_port, playbook, run, system_binary
+from tests.ansible.helpers import GEARMAND, ROLES, playbook, run, system_binary
+from tests.support.gearmand import free_port
 
 ROLE = ROLES / "gearman_server"
 SERVER_V4, ALLOWED_V4, OUTSIDER_V4 = "198.18.251.1", "198.18.251.2", "198.18.251.3"

@@ -27,8 +27,6 @@ import yaml
 from tests.ansible.helpers import (
     GEARMAND,
     ROLES,
-    admin,
-    free_port,
     playbook,
     process,
     queued,
@@ -37,6 +35,7 @@ from tests.ansible.helpers import (
     system_binary,
     wait_port,
 )
+from tests.support.gearmand import admin, free_port
 
 ROLE = ROLES / "gearman_server"
 CHECK_SCRIPT = ROLE / "files" / "gearman-server-check-queue"

@@ -41,10 +41,13 @@ def admin(port: int, command: str, timeout: float = 5.0) -> str:
 class Gearmand:
     """One gearmand process. ``start()`` returns once it answers the admin ``version`` command."""
 
-    def __init__(self, workdir: Path, port: int | None = None, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, extra_args: Sequence[str] = (), verbose: str = "WARNING"
+    ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.extra_args = list(extra_args)
+        self.verbose = verbose
         self.process: subprocess.Popen[bytes] | None = None
         self.log = workdir / f"gearmand-{self.port}.log"
 
@@ -60,7 +63,7 @@ class Gearmand:
             "--listen=127.0.0.1",
             f"--port={self.port}",
             f"--log-file={self.log}",
-            "--verbose=WARNING",
+            f"--verbose={self.verbose}",
             "--config-file=/dev/null",
             *self.extra_args,
         ]
