@@ -297,7 +297,6 @@ class Bench:
 
     # -- servers --
 
-    @contextlib.contextmanager
     def deployment(self) -> None:
         """``ansible-playbook site.yml`` on this machine (what ``make deploy`` runs), then again with nothing to do.
 
@@ -317,6 +316,7 @@ class Bench:
             self.log(f"deploy {label}: {seconds:.1f} s, rc {done.returncode}")
         self.results["deployment"] = runs
 
+    @contextlib.contextmanager
     def _gearmand(self, name: str, extra: list[str] | None = None) -> Iterator[Gearmand]:
         workdir = self.workdir / name
         workdir.mkdir(exist_ok=True)

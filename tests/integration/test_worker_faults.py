@@ -48,7 +48,7 @@ def test_sigkill_of_a_child_mid_job_runs_the_job_again_elsewhere(tmp_path: Path,
         assert marker.read_text() == f"{survivor}\n"  # completed once, by the other process
         # the supervisor replaced the dead child and is still there
         wait_for(lambda: len(pool.children()) == 2 and victim not in pool.children(), message="a replacement")
-        assert f"worker process {victim} died (killed by SIGKILL)" in pool.log_text()
+        pool.wait_log(f"worker process {victim} died (killed by SIGKILL)")
 
 
 def test_a_job_that_kills_its_process_follows_the_same_rule(tmp_path: Path, gearmand: Gearmand) -> None:
@@ -101,7 +101,7 @@ def test_a_hung_job_fails_within_its_limit_and_the_slot_comes_back(tmp_path: Pat
         finally:
             client.close()
         assert marker.read_text() == "ran\n"  # not run again
-        assert "outcome=timeout limit=1s" in pool.log_text()
+        pool.wait_log("outcome=timeout limit=1s")
 
 
 def test_sigterm_with_a_job_in_flight_delivers_its_result(tmp_path: Path, gearmand: Gearmand) -> None:
@@ -116,7 +116,7 @@ def test_sigterm_with_a_job_in_flight_delivers_its_result(tmp_path: Path, gearma
         assert answers and answers[0].ok
         assert marker.read_text().count("\n") == 1
         assert not registered_workers(gearmand.port, "t.slow")
-        assert "warm stop" in pool.log_text()
+        pool.wait_log("warm stop")
 
 
 def test_second_sigterm_is_a_cold_stop(tmp_path: Path, gearmand: Gearmand) -> None:
@@ -132,7 +132,7 @@ def test_second_sigterm_is_a_cold_stop(tmp_path: Path, gearmand: Gearmand) -> No
         assert pool.wait(10) == 1
         for pid in children:
             wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), message=f"child {pid} gone")
-        assert "cold stop" in pool.log_text()
+        pool.wait_log("cold stop")
     thread.join(0.1)
 
 
@@ -166,4 +166,4 @@ def test_sighup_under_load_fails_no_job_and_replaces_every_child(tmp_path: Path,
         done.set()
         thread.join(30)
         assert results and all(answer.ok for answer in results)
-        assert "replacing 2 worker process(es) one at a time" in pool.log_text()
+        pool.wait_log("replacing 2 worker process(es) one at a time")

@@ -64,7 +64,7 @@ def test_text_that_is_not_a_payload_is_a_failure_and_the_worker_goes_on(pool: Po
     finally:
         client.close()
     assert pool.children() == children
-    assert "reason=bad payload: payload is not JSON" in pool.log_text()
+    pool.wait_log("reason=bad payload: payload is not JSON")
 
 
 def test_gearman_cli_sees_a_failure(pool: Pool, gearmand: Gearmand) -> None:

@@ -39,7 +39,7 @@ def test_recycling_after_max_jobs_loses_nothing_and_metrics_keep_counting(tmp_pa
         finally:
             client.close()
         assert [a.data for a in answers] == [str(n + 1).encode() for n in range(60)]
-        assert "exited (max_jobs); replacing it" in pool.log_text()
+        pool.wait_log("exited (max_jobs); replacing it")
         assert not first & set(pool.children())
 
         def scrape() -> str:
@@ -69,7 +69,7 @@ def test_several_servers_one_down_at_start(tmp_path: Path, gearmand: Gearmand) -
             assert client.call("islandora_job_demo.add", 1, 1).data == b"2"
         finally:
             client.close()
-        assert f"server 127.0.0.1:{second_port} unreachable" in pool.log_text()
+        pool.wait_log(f"server 127.0.0.1:{second_port} unreachable")
         second = Gearmand(tmp_path / "second", port=second_port)
         second.start()
         try:
@@ -83,7 +83,7 @@ def test_several_servers_one_down_at_start(tmp_path: Path, gearmand: Gearmand) -
                 finally:
                     c.close()
             assert answers[0].data == answers[1].data
-            assert f"server 127.0.0.1:{second_port} reachable again" in pool.log_text()
+            pool.wait_log(f"server 127.0.0.1:{second_port} reachable again")
         finally:
             second.stop()
 
@@ -156,7 +156,7 @@ def test_command_bridge_through_the_pool(tmp_path: Path, gearmand: Gearmand) -> 
             assert not refused.ok
         finally:
             client.close()
-        assert "refused: site 'http://evil' is not in allowed_sites" in pool.log_text()
+        pool.wait_log("refused: site 'http://evil' is not in allowed_sites")
 
 
 def test_a_bad_configuration_on_sighup_is_refused_and_the_pool_keeps_running(
@@ -168,7 +168,7 @@ def test_a_bad_configuration_on_sighup_is_refused_and_the_pool_keeps_running(
         pool.config.write_text(pool.config.read_text().replace("concurrency = 1", "concurrency = 0"))
         pool.signal(signal.SIGHUP)
         wait_for(lambda: "new configuration refused" in pool.log_text(), message="the refusal")
-        assert "concurrency: must be at least 1, not 0" in pool.log_text()
+        pool.wait_log("concurrency: must be at least 1, not 0")
         assert pool.children() == children
         client = PlainClient(gearmand.address)
         try:

@@ -35,7 +35,7 @@ def test_a_job_failing_twice_then_succeeding_with_retries_2(tmp_path: Path, gear
             client.close()
         assert answer.ok
         assert answer.data == b"ok after 3 attempts (context says 3)"
-        log = pool.log_text()
+        log = pool.wait_log("outcome=complete")
         assert log.count("failed (RuntimeError: attempt") == 2
         assert "; retrying in " in log
         assert "job t.flaky handle=H:" in log and "outcome=complete" in log
@@ -99,7 +99,7 @@ def test_job_errors_each_fail_and_the_pool_goes_on(tmp_path: Path, gearmand: Gea
         finally:
             client.close()
         assert pool.children() == children
-        log = pool.log_text()
+        log = pool.wait_log("this goes to the log, not to the client")
         assert "reason=job called sys.exit(3)" in log
         assert "reason=unknown job 'no.such.job'" in log
         assert "this goes to the log, not to the client" in log

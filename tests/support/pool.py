@@ -117,6 +117,16 @@ class Pool:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def wait_log(self, *needles: str, timeout: float = 5.0) -> str:
+        """The log once every needle is in it. INFO lines reach the log in batches (islandora_job.logsetup), up to
+        a fraction of a second after the event, so a test waits for them rather than reading at once."""
+
+        def complete() -> str:
+            text = self.log_text()
+            return text if all(needle in text for needle in needles) else ""
+
+        return str(wait_for(complete, timeout=timeout, message=f"{needles!r} in the worker log"))
+
     def signal(self, signum: int) -> None:
         assert self.process is not None
         self.process.send_signal(signum)
