@@ -21,15 +21,19 @@ APT_TEST := gearman-job-server gearman-tools php-cli php-gearman python3-venv \
 APT_BENCH := mariadb-server postgresql
 SOAK_JOBS ?= 100000
 BENCH_ARGS ?=
+# What the molecule harness needs on this machine: systemd-nspawn hosts in network namespaces, reached over SSH.
+APT_MOLECULE := systemd-container debootstrap iptables openssh-client iproute2
+SCENARIO ?=
 # What `make deploy` needs on the controller itself.
 APT_DEPLOY := python3-venv
 
-.PHONY: help deploy test check lint typecheck unit integration system-deps venv bench soak clean
+.PHONY: help deploy test check lint typecheck unit integration molecule system-deps venv bench soak clean
 
 help:
 	@echo "make deploy   deploy the Gearman stack and the worker onto this machine (ansible-playbook site.yml)"
 	@echo "make test     run every test of the project, as CI does"
 	@echo "make check    lint, types and unit tests (under two minutes)"
+	@echo "make molecule the roles on real systemd hosts (SCENARIO=name for one; all by default)"
 	@echo "make bench    benchmarks (figures, never pass/fail; BENCH_ARGS=--quick for a 1-minute run)"
 	@echo "make soak     100,000 jobs under chaos (about 10 minutes; exits 1 on any lost job)"
 
@@ -66,7 +70,12 @@ check: lint typecheck unit
 integration: venv system-deps
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
-test: lint typecheck integration
+# The roles converged on real systemd-nspawn hosts (molecule/README.md); every scenario unless SCENARIO is set.
+molecule: venv
+	scripts/apt-install $(APT_MOLECULE)
+	molecule/run-scenarios $(SCENARIO)
+
+test: lint typecheck integration molecule
 
 # Benchmarks measure, they never pass or fail on a time.
 bench: venv system-deps
