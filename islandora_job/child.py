@@ -25,6 +25,7 @@ from typing import Any
 from islandora_job import config as config_module
 from islandora_job import logsetup, runtime
 from islandora_job.deadletters import DeadLetterStore
+from islandora_job.deadlines import DeadlineSlot
 from islandora_job.errors import ConfigError
 from islandora_job.metrics import JobStats
 from islandora_job.router import Assignment, Outcome
@@ -100,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--status-fd", type=int, default=None)
     parser.add_argument("--functions", default=None, help="JSON list: serve only these jobs or functions")
     parser.add_argument("--lifetime", type=float, default=None)
+    parser.add_argument("--deadline-fd", type=int, default=None, help="memfd where the current job's deadline goes")
     parser.add_argument("--check", action="store_true", help="build the runtime, report errors, and exit")
     args = parser.parse_args(argv)
 
@@ -138,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         record_failure=_recorder(store) if store is not None else None,
         control_fd=sys.stdin.fileno(),
         send_exceptions=config.send_exceptions,
+        deadline_slot=None if args.deadline_fd is None else DeadlineSlot(args.deadline_fd),
     )
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -46,6 +46,7 @@ from typing import Any, Final
 
 from islandora_job.backoff import Backoff
 from islandora_job.config import WorkerConfig
+from islandora_job.deadlines import DeadlineSlot
 from islandora_job.metrics import JobStats, PoolMetrics
 from islandora_job.sdnotify import SUPERVISOR_ONLY, Notifier
 from islandora_job.worker import EXIT_HUNG_JOB
@@ -59,6 +60,11 @@ READY_TIMEOUT: Final = 10.0
 #: A child that lived this long resets its slot's restart backoff.
 STABLE_AFTER: Final = 30.0
 CHILD_EXIT_CONFIG: Final = 2
+#: A child still in a job this long past the job's limit has a watchdog that cannot run (the GIL is held): kill it.
+#: The watchdog itself answers within about a second of the limit, so this never races it.
+STUCK_GRACE: Final = 5.0
+#: How often the supervisor looks at its children's job deadlines (a few microseconds each time).
+STUCK_CHECK_INTERVAL: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +91,10 @@ class Child:
     slot: int
     spec: SlotSpec
     status_fd: int
+    deadline: DeadlineSlot
     started: float = field(default_factory=time.monotonic)
+    #: Killed by the supervisor for staying in a job far past its time limit (see _kill_stuck).
+    stuck: bool = False
     ready: bool = False
     retiring: bool = False
     exit_reason: str | None = None
@@ -167,6 +176,7 @@ class Supervisor:
             self._on_signal(self._signals.popleft())
         self._reap()
         now = time.monotonic()
+        self._kill_stuck(now)
         if self.phase is Phase.COLD_STOP:
             return EXIT_COLD
         if self.phase is Phase.WARM_STOP:
@@ -189,9 +199,25 @@ class Supervisor:
             self._next_ping = now + self.notifier.watchdog_interval
         return None
 
+    def _kill_stuck(self, now: float) -> None:
+        """The backstop of the children's watchdog threads: a job in C code that holds the GIL blocks the thread that
+        would answer it, so a child still in a job STUCK_GRACE seconds past the job's limit is killed (gearmand
+        requeues the job, up to its --job-retries)."""
+        for child in self.children.values():
+            deadline = child.deadline.read()
+            if deadline and now > deadline + STUCK_GRACE and not child.stuck:
+                child.stuck = True
+                log.error(
+                    "worker process %d is still in a job %.0fs past its time limit (code holding the GIL?); "
+                    "killing it: gearmand requeues the job up to its --job-retries",
+                    child.pid,
+                    now - deadline,
+                )
+                child.process.kill()
+
     def _timeout(self) -> float:
         now = time.monotonic()
-        timers = [60.0]
+        timers = [STUCK_CHECK_INTERVAL]
         if self.phase is Phase.WARM_STOP:
             timers.append(self._stop_deadline - now)
         timers += [at - now for at in self._restart_at.values()]
@@ -207,7 +233,16 @@ class Supervisor:
         spec = self.specs[slot]
         self._restart_at.pop(slot, None)
         status_r, status_w = os.pipe()
-        argv = [self.python, "-m", "islandora_job.child", "--status-fd", str(status_w)]
+        deadline = DeadlineSlot.create()
+        argv = [
+            self.python,
+            "-m",
+            "islandora_job.child",
+            "--status-fd",
+            str(status_w),
+            "--deadline-fd",
+            str(deadline.fd),
+        ]
         if spec.only is not None:
             argv += ["--functions", json.dumps(list(spec.only))]
         pool = self.config.pool
@@ -215,9 +250,10 @@ class Supervisor:
             argv += ["--lifetime", f"{pool.max_lifetime + random.uniform(0, pool.lifetime_splay):.3f}"]
         env = {key: value for key, value in os.environ.items() if key not in SUPERVISOR_ONLY}
         try:
-            process = subprocess.Popen(argv, stdin=subprocess.PIPE, pass_fds=(status_w,), env=env)
+            process = subprocess.Popen(argv, stdin=subprocess.PIPE, pass_fds=(status_w, deadline.fd), env=env)
         except OSError as exc:
             os.close(status_r)
+            deadline.close()
             log.error("cannot start a worker process: %s", exc)
             self._schedule_restart(slot, crashed=True)
             return None
@@ -228,7 +264,7 @@ class Supervisor:
             process.stdin.write(self.config.to_json().encode() + b"\n")
             process.stdin.flush()
         os.set_blocking(status_r, False)
-        child = Child(process, slot, spec, status_r)
+        child = Child(process, slot, spec, status_r, deadline)
         self.children[child.pid] = child
         self._selector.register(status_r, selectors.EVENT_READ, child)
         if self.metrics is not None:
@@ -287,6 +323,7 @@ class Supervisor:
                     os.close(child.status_fd)
                     child.status_fd = -1
             del self.children[child.pid]
+            child.deadline.close()
             self._on_exit(child, code)
 
     def _on_exit(self, child: Child, code: int) -> None:
@@ -295,6 +332,8 @@ class Supervisor:
             reason = child.exit_reason or "exited"
         elif code == EXIT_HUNG_JOB:
             reason = "hung job"
+        elif child.stuck:
+            reason = "killed: stuck in a job past its time limit"
         elif code == CHILD_EXIT_CONFIG:
             reason = "configuration error"
         elif code < 0:
@@ -312,7 +351,7 @@ class Supervisor:
             return
         if self._slot_taken(child.slot):
             return
-        crashed = code not in (0, EXIT_HUNG_JOB)
+        crashed = code not in (0, EXIT_HUNG_JOB) and not child.stuck
         if crashed:
             log.error("worker process %d died (%s) after %.1fs; restarting", child.pid, reason, lived)
         else:

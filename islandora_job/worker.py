@@ -46,6 +46,7 @@ from islandora_job.backoff import Backoff
 from islandora_job.codec import Command, Packet, encode
 from islandora_job.connection import ConnectFailed, Connection
 from islandora_job.context import Reporter
+from islandora_job.deadlines import DeadlineSlot
 from islandora_job.errors import ConnectionLost, ProtocolError
 from islandora_job.router import Assignment, Outcome, Prepared, Router
 
@@ -140,10 +141,11 @@ class Watchdog(threading.Thread):
     for each job would cost a GIL hand-over per job).
     """
 
-    def __init__(self, on_expiry: Callable[[object], None]) -> None:
+    def __init__(self, on_expiry: Callable[[object], None], slot: DeadlineSlot | None = None) -> None:
         super().__init__(name="watchdog", daemon=True)
         self.lock = threading.Condition(threading.Lock())
         self._on_expiry = on_expiry
+        self._slot = slot  # the supervisor's copy of the deadline: its backstop when this thread cannot run
         self._token: object | None = None
         self._deadline = float("inf")
         self._waiting_until = float("inf")
@@ -153,6 +155,8 @@ class Watchdog(threading.Thread):
         with self.lock:
             self._token = token
             self._deadline = time.monotonic() + seconds
+            if self._slot is not None:
+                self._slot.publish(self._deadline)
             if self._deadline < self._waiting_until:
                 self.lock.notify()
 
@@ -160,6 +164,8 @@ class Watchdog(threading.Thread):
         """Stop the clock; False when the watchdog already fired (it answers the job, not the caller)."""
         with self.lock:
             self._token = None
+            if self._slot is not None:
+                self._slot.publish(0.0)
             return not self.fired
 
     def run(self) -> None:
@@ -256,6 +262,7 @@ class Worker:
         send_exceptions: bool = False,
         connect_timeout: float = 3.0,
         io_timeout: float = 30.0,
+        deadline_slot: DeadlineSlot | None = None,
     ) -> None:
         if not servers:
             raise ValueError("a worker needs at least one server")
@@ -273,7 +280,7 @@ class Worker:
         self.record_failure = record_failure
         self.send_exceptions = send_exceptions
         self.jobs_done = 0
-        self.watchdog = Watchdog(self._expired)
+        self.watchdog = Watchdog(self._expired, deadline_slot)
         self._job: _Job | None = None
         self._hooks = _Hooks(self)
         self._turn = 0

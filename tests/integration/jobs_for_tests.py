@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import time
@@ -42,6 +43,14 @@ def hang(marker: str) -> None:
 def spin() -> None:
     while True:
         pass
+
+
+@job("t.gil_hog", timeout=1)
+def gil_hog(marker: str) -> None:
+    """Stuck in C code that holds the GIL: the regular expression engine backtracking for ever (2**40 steps)."""
+    with open(marker, "a") as file:
+        file.write("ran\n")
+    re.match(r"(a+)+$", "a" * 40 + "b")
 
 
 @job("t.flaky", retries=2, min_backoff=0.01, max_backoff=0.05)

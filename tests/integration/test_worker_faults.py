@@ -104,6 +104,31 @@ def test_a_hung_job_fails_within_its_limit_and_the_slot_comes_back(tmp_path: Pat
         pool.wait_log("outcome=timeout limit=1s")
 
 
+def test_a_job_holding_the_gil_past_its_limit_is_killed_by_the_supervisor(tmp_path: Path) -> None:
+    """The worker's watchdog thread cannot run while C code holds the GIL; the supervisor kills the child a few
+    seconds past the limit, gearmand gives up at its --job-retries, and the slot serves again."""
+    server = Gearmand(tmp_path, extra_args=["--job-retries=1"])
+    server.start()
+    marker = tmp_path / "gil"
+    try:
+        with running_pool(tmp_path, [server.address], concurrency=1) as pool:
+            pool.wait_registered(server.port, "t.gil_hog", count=1)
+            client = PlainClient(server.address, timeout=60)
+            try:
+                started = time.monotonic()
+                answer = client.call("t.gil_hog", str(marker))  # timeout=1 declared on the job
+                elapsed = time.monotonic() - started
+                assert answer.command is Command.WORK_FAIL  # gearmand's, at --job-retries=1
+                assert elapsed < 1 + 5 + 5, elapsed  # limit + the supervisor's grace + its check interval and slack
+                assert client.call("islandora_job_demo.add", 1, 2).data == b"3"
+            finally:
+                client.close()
+            pool.wait_log("still in a job", "stuck in a job past its time limit")
+        assert marker.read_text() == "ran\n"  # gearmand's retry limit of 1: it never ran again
+    finally:
+        server.stop()
+
+
 def test_sigterm_with_a_job_in_flight_delivers_its_result(tmp_path: Path, gearmand: Gearmand) -> None:
     marker = tmp_path / "slow"
     with running_pool(tmp_path, [gearmand.address], concurrency=1) as pool:
