@@ -16,10 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import NOP_PAYLOAD, PYTHON, BenchGearmand, LoadClient, Processes, worker_config
+from benchmarks.common import NOP_PAYLOAD, PYTHON, LoadClient, Processes, worker_config
 from islandora_job import config as config_module
 from islandora_job import logsetup, runtime
 from islandora_job.worker import Worker
+from tests.support.gearmand import Gearmand
 
 LOAD = """
 import sys
@@ -41,7 +42,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp, Processes() as procs:
         workdir = Path(tmp)
-        server = BenchGearmand(workdir)
+        server = Gearmand(workdir)
         server.start()
         try:
             tail = '[[command_jobs]]\nname = "bridge_cat"\nargv = ["cat"]\n' if options.bridge else ""
