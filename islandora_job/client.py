@@ -254,7 +254,7 @@ class JobClient:
                 connection.send_packet(Command.GET_STATUS, handle)
                 status = self._await_status(connection, handle.encode(), time.monotonic() + timeout)
             except (ConnectionLost, ProtocolError, TimeoutError) as exc:
-                self._mark_down(address, str(exc))
+                self._mark_down(address)
                 attempts.append((str(address), str(exc)))
                 continue
             if status.known:
@@ -326,12 +326,8 @@ class JobClient:
                 connection.connect()
                 # Ask for WORK_EXCEPTION packets; the answer is matched in order like any other request.
                 connection.send_packet(Command.OPTION_REQ, "exceptions")
-            except ConnectFailed as exc:
-                self._mark_down(address, exc.reason)
-                attempts.append((str(address), exc.reason))
-                continue
-            except ConnectionLost as exc:
-                self._mark_down(address, exc.reason)
+            except (ConnectFailed, ConnectionLost) as exc:
+                self._mark_down(address)
                 attempts.append((str(address), exc.reason))
                 continue
             self._option_pending.add(connection)
@@ -340,11 +336,11 @@ class JobClient:
             return connection
         return None
 
-    def _mark_down(self, address: ServerAddress, reason: str) -> None:
+    def _mark_down(self, address: ServerAddress) -> None:
+        """Close the server's connection and rest it for its next back-off interval."""
         self._connections[address].close()
         self._option_pending.discard(self._connections[address])
         self._down_until[address] = time.monotonic() + self._backoff[address].next_delay()
-        del reason  # kept by the caller in its list of attempts
 
     # -- the engine ----------------------------------------------------------------------------------------------
 
@@ -543,7 +539,7 @@ class _Batch:
             return
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(connection)
-        self.client._mark_down(connection.address, str(exc))
+        self.client._mark_down(connection.address)
         self.attempts.append((str(connection.address), str(exc)))
         retry_until = time.monotonic() + self.client.retry_window
         for index in state.awaiting:
