@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from pathlib import Path
 
 import pytest
 
+from islandora_job.address import ServerAddress
 from islandora_job.client import JobClient, JobRequest
 from islandora_job.errors import JobFailed
+from islandora_job.registry import JobSpec, Registry
+from islandora_job.router import Router
+from islandora_job.worker import NoEvents, Worker
 from tests.support.gearmand import Gearmand
 from tests.support.peers import wait_for
 from tests.support.pool import running_pool
@@ -37,3 +43,54 @@ def test_submit_background_and_batch(tmp_path: Path, gearmand: Gearmand) -> None
         failed = results[50]
         assert isinstance(failed.error, JobFailed)
         assert failed.warnings == [b"RuntimeError: kaboom"]  # the reason, sent before the WORK_FAIL
+
+
+def test_the_result_goes_out_before_the_log_line_and_the_report(gearmand: Gearmand) -> None:
+    """A job's answer is sent with the next grab; its log line and its report come after, off the critical path.
+
+    A log handler that holds every "outcome=" line until the test releases it: if the worker logged before it
+    answered (as it did until the answer and the grab were moved ahead), the client would never see its result.
+    """
+    registry = Registry()
+    registry.add(JobSpec(name="t.echo", fn=lambda text: text, where="test"), "test")
+    reported: list[str] = []
+
+    class Recorder(NoEvents):
+        def job_done(self, name: str, status: str, seconds: float) -> None:
+            reported.append(status)
+
+    router = Router(registry, default_timeout=5)
+    worker = Worker([ServerAddress.parse(gearmand.address)], router, idle_grab_interval=0.2, events=Recorder())
+    release = threading.Event()
+    held: list[str] = []
+
+    class Holding(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "outcome=" in record.getMessage():
+                held.append(record.getMessage())
+                release.wait(20)
+
+    handler = Holding(level=logging.INFO)
+    worker_log = logging.getLogger("islandora_job.worker")
+    worker_log.addHandler(handler)
+    previous_level = worker_log.level
+    worker_log.setLevel(logging.INFO)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    client = JobClient([gearmand.address])
+    try:
+        assert client.submit("t.echo", "first", timeout=10) == b"first"
+        wait_for(lambda: len(held) == 1, message="the first job's log line")
+        assert reported == [], "the report to the supervisor comes after the log line, both after the answer"
+        release.set()
+        assert client.submit("t.echo", "second", timeout=10) == b"second"
+        wait_for(lambda: reported == ["complete", "complete"], message="both reports")
+        assert [line.split()[1] for line in held] == ["t.echo", "t.echo"]
+    finally:
+        release.set()
+        client.close()
+        worker.stop()
+        thread.join(10)
+        worker_log.removeHandler(handler)
+        worker_log.setLevel(previous_level)
+    assert not thread.is_alive()
