@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from islandora_job.address import ServerAddress
 from islandora_job.admin import AdminClient
 from islandora_job.client import JobClient
 from islandora_job.codec import RES_MAGIC, Command
+from islandora_job.connection import Connection
 from islandora_job.errors import ConnectionLost, ProtocolError, ServerUnavailable
 from tests.integration.peers import cli_worker
 from tests.support.gearmand import Gearmand
@@ -84,6 +86,35 @@ def test_a_silent_server_is_given_up_on() -> None:
             client.submit_background("job")
         assert time.monotonic() - started < 10
     assert "no answer" in str(info.value)
+
+
+def test_a_connection_times_out_reading_from_a_silent_peer() -> None:
+    """The I/O timeout is the kernel's (SO_RCVTIMEO); it must end a blocked read with a clear reason."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        conn = Connection(ServerAddress("127.0.0.1", listener.getsockname()[1]), io_timeout=0.3)
+        conn.connect()
+        peer, _ = listener.accept()
+        with peer:
+            started = time.monotonic()
+            with pytest.raises(ConnectionLost, match="timed out"):
+                conn.receive()
+            waited = time.monotonic() - started
+        assert not conn.connected, "a timed-out connection is closed, to be reconnected"
+    assert 0.25 <= waited < 5, waited
+
+
+def test_a_connection_times_out_writing_to_a_peer_that_never_reads() -> None:
+    """SO_SNDTIMEO: a peer whose receive window stays full cannot block a sender for ever."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        conn = Connection(ServerAddress("127.0.0.1", listener.getsockname()[1]), io_timeout=0.3)
+        conn.connect()
+        peer, _ = listener.accept()
+        with peer:
+            started = time.monotonic()
+            with pytest.raises(ConnectionLost, match="timed out"):
+                conn.send(b"x" * (64 << 20))
+            waited = time.monotonic() - started
+    assert 0.25 <= waited < 5, waited
 
 
 def test_background_jobs_survive_a_gearmand_restart(tmp_path: Path) -> None:
