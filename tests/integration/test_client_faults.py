@@ -88,32 +88,36 @@ def test_a_silent_server_is_given_up_on() -> None:
     assert "no answer" in str(info.value)
 
 
-def test_a_connection_times_out_reading_from_a_silent_peer() -> None:
-    """The I/O timeout is the kernel's (SO_RCVTIMEO); it must end a blocked read with a clear reason."""
+@contextlib.contextmanager
+def connected_to_a_mute_peer(io_timeout: float) -> Iterator[Connection]:
+    """A Connection to a loopback peer that accepts and then neither reads nor writes."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        conn = Connection(ServerAddress("127.0.0.1", listener.getsockname()[1]), io_timeout=0.3)
+        conn = Connection(ServerAddress("127.0.0.1", listener.getsockname()[1]), io_timeout=io_timeout)
         conn.connect()
         peer, _ = listener.accept()
         with peer:
-            started = time.monotonic()
-            with pytest.raises(ConnectionLost, match="timed out"):
-                conn.receive()
-            waited = time.monotonic() - started
+            yield conn
+        conn.close()
+
+
+def test_a_connection_times_out_reading_from_a_silent_peer() -> None:
+    """The I/O timeout is the kernel's (SO_RCVTIMEO); it must end a blocked read with a clear reason."""
+    with connected_to_a_mute_peer(0.3) as conn:
+        started = time.monotonic()
+        with pytest.raises(ConnectionLost, match="timed out"):
+            conn.receive()
+        waited = time.monotonic() - started
         assert not conn.connected, "a timed-out connection is closed, to be reconnected"
     assert 0.25 <= waited < 5, waited
 
 
 def test_a_connection_times_out_writing_to_a_peer_that_never_reads() -> None:
     """SO_SNDTIMEO: a peer whose receive window stays full cannot block a sender for ever."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        conn = Connection(ServerAddress("127.0.0.1", listener.getsockname()[1]), io_timeout=0.3)
-        conn.connect()
-        peer, _ = listener.accept()
-        with peer:
-            started = time.monotonic()
-            with pytest.raises(ConnectionLost, match="timed out"):
-                conn.send(b"x" * (64 << 20))
-            waited = time.monotonic() - started
+    with connected_to_a_mute_peer(0.3) as conn:
+        started = time.monotonic()
+        with pytest.raises(ConnectionLost, match="timed out"):
+            conn.send(b"x" * (64 << 20))
+        waited = time.monotonic() - started
     assert 0.25 <= waited < 5, waited
 
 
