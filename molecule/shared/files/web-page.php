@@ -1,6 +1,7 @@
 <?php
-// A web request served by php-fpm (molecule verify, through cgi-fcgi): is the gearman extension loaded in the
-// running php-fpm, and can a page submit an islandora_job job with it, as Drupal does? One JSON document.
+// A web request (molecule verify: through php-fpm with cgi-fcgi, and through Apache's mod_php): is the gearman
+// extension loaded in the running server, and can a page submit an islandora_job job with it, as Drupal does?
+// One JSON document.
 header('Content-Type: application/json');
 $out = ['sapi' => PHP_SAPI, 'gearman' => extension_loaded('gearman')];
 if ($out['gearman']) {
