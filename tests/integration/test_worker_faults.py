@@ -55,13 +55,10 @@ def test_a_job_that_kills_its_process_follows_the_same_rule(tmp_path: Path, gear
     marker = tmp_path / "segfault"
     with running_pool(tmp_path, [gearmand.address], concurrency=2) as pool:
         pool.wait_registered(gearmand.port, "t.segfault")
-        client = PlainClient(gearmand.address, timeout=30)
-        try:
+        with PlainClient(gearmand.address, timeout=30) as client:
             answer = client.call("t.segfault", str(marker))  # crashes once, then is run again and completes
             assert answer.ok
             assert client.call("islandora_job_demo.add", 1, 1).data == b"2"
-        finally:
-            client.close()
         wait_for(lambda: "killed by SIGSEGV" in pool.log_text(), message="the supervisor to log the crash")
 
 
@@ -72,11 +69,8 @@ def test_gearmand_restart_workers_register_again_within_5s(tmp_path: Path, gearm
         gearmand.restart()
         restarted = time.monotonic()
         pool.wait_registered(gearmand.port, "islandora_job_demo.add", timeout=5)
-        client = PlainClient(gearmand.address)
-        try:
+        with PlainClient(gearmand.address) as client:
             assert client.call("islandora_job_demo.add", 20, 22).data == b"42"
-        finally:
-            client.close()
         assert time.monotonic() - restarted < 5
         assert pool.children() == children  # the same processes reconnected; nothing crashed
 
@@ -85,8 +79,7 @@ def test_a_hung_job_fails_within_its_limit_and_the_slot_comes_back(tmp_path: Pat
     marker = tmp_path / "hang"
     with running_pool(tmp_path, [gearmand.address], concurrency=1) as pool:
         pool.wait_registered(gearmand.port, "t.hang", count=1)
-        client = PlainClient(gearmand.address, timeout=30)
-        try:
+        with PlainClient(gearmand.address, timeout=30) as client:
             started = time.monotonic()
             answer = client.call("t.hang", str(marker))  # timeout=1 declared on the job
             elapsed = time.monotonic() - started
@@ -98,8 +91,6 @@ def test_a_hung_job_fails_within_its_limit_and_the_slot_comes_back(tmp_path: Pat
             spin = client.call("t.spin")  # a CPU-bound hang is answered too
             assert spin.command is Command.WORK_FAIL
             assert client.call("islandora_job_demo.add", 2, 2).data == b"4"
-        finally:
-            client.close()
         assert marker.read_text() == "ran\n"  # not run again
         pool.wait_log("outcome=timeout limit=1s")
 
@@ -113,16 +104,13 @@ def test_a_job_holding_the_gil_past_its_limit_is_killed_by_the_supervisor(tmp_pa
     try:
         with running_pool(tmp_path, [server.address], concurrency=1) as pool:
             pool.wait_registered(server.port, "t.gil_hog", count=1)
-            client = PlainClient(server.address, timeout=60)
-            try:
+            with PlainClient(server.address, timeout=60) as client:
                 started = time.monotonic()
                 answer = client.call("t.gil_hog", str(marker))  # timeout=1 declared on the job
                 elapsed = time.monotonic() - started
                 assert answer.command is Command.WORK_FAIL  # gearmand's, at --job-retries=1
                 assert elapsed < 1 + 5 + 5, elapsed  # limit + the supervisor's grace + its check interval and slack
                 assert client.call("islandora_job_demo.add", 1, 2).data == b"3"
-            finally:
-                client.close()
             pool.wait_log("still in a job", "stuck in a job past its time limit")
         assert marker.read_text() == "ran\n"  # gearmand's retry limit of 1: it never ran again
     finally:

@@ -56,13 +56,10 @@ def test_gearman_cli_to_a_raw_job(pool: Pool, gearmand: Gearmand) -> None:
 
 def test_text_that_is_not_a_payload_is_a_failure_and_the_worker_goes_on(pool: Pool, gearmand: Gearmand) -> None:
     children = pool.children()
-    client = PlainClient(gearmand.address, exceptions=False)
-    try:
+    with PlainClient(gearmand.address, exceptions=False) as client:
         answer = client.submit("islandora_job_demo.add", b"not json")
         assert answer.command is Command.WORK_FAIL
         assert client.call("islandora_job_demo.add", 2, 3).data == b"5"
-    finally:
-        client.close()
     assert pool.children() == children
     pool.wait_log("reason=bad payload: payload is not JSON")
 
@@ -81,11 +78,8 @@ def test_gearman_cli_sees_a_failure(pool: Pool, gearmand: Gearmand) -> None:
 def test_send_exceptions_gives_the_reason_to_clients_that_ask(tmp_path: Path, gearmand: Gearmand) -> None:
     with running_pool(tmp_path, [gearmand.address], concurrency=1, extra="send_exceptions = true") as pool:
         pool.wait_registered(gearmand.port, "islandora_job_demo.raise")
-        client = PlainClient(gearmand.address, exceptions=True)
-        try:
+        with PlainClient(gearmand.address, exceptions=True) as client:
             answer = client.call("islandora_job_demo.raise", "kaboom")
-        finally:
-            client.close()
     assert answer.command is Command.WORK_EXCEPTION
     assert answer.data == b"RuntimeError: kaboom"
 

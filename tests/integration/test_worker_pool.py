@@ -31,13 +31,10 @@ def test_recycling_after_max_jobs_loses_nothing_and_metrics_keep_counting(tmp_pa
     with running_pool(tmp_path, [gearmand.address], concurrency=2, pool="max_jobs = 7", extra=extra) as pool:
         pool.wait_registered(gearmand.port, "islandora_job_demo.add")
         first = set(pool.children())
-        client = PlainClient(gearmand.address)
-        try:
+        with PlainClient(gearmand.address) as client:
             answers = client.submit_many(
                 "islandora_job_demo.add", [payload("islandora_job_demo.add", n, 1) for n in range(60)]
             )
-        finally:
-            client.close()
         assert [a.data for a in answers] == [str(n + 1).encode() for n in range(60)]
         pool.wait_log("exited (max_jobs); replacing it")
         assert not first & set(pool.children())
@@ -64,11 +61,8 @@ def test_several_servers_one_down_at_start(tmp_path: Path, gearmand: Gearmand) -
     servers = [f"127.0.0.1:{second_port}", gearmand.address]
     with running_pool(tmp_path, servers, concurrency=1) as pool:
         pool.wait_registered(gearmand.port, "islandora_job_demo.add", count=1)
-        client = PlainClient(gearmand.address)
-        try:
+        with PlainClient(gearmand.address) as client:
             assert client.call("islandora_job_demo.add", 1, 1).data == b"2"
-        finally:
-            client.close()
         pool.wait_log(f"server 127.0.0.1:{second_port} unreachable")
         second = Gearmand(tmp_path / "second", port=second_port)
         second.start()
@@ -77,11 +71,8 @@ def test_several_servers_one_down_at_start(tmp_path: Path, gearmand: Gearmand) -
             # one process, two servers: jobs on both are served by the same process
             answers = []
             for address in servers:
-                c = PlainClient(address)
-                try:
+                with PlainClient(address) as c:
                     answers.append(c.call("t.pid"))
-                finally:
-                    c.close()
             assert answers[0].data == answers[1].data
             pool.wait_log(f"server 127.0.0.1:{second_port} reachable again")
         finally:
@@ -148,14 +139,11 @@ def test_command_bridge_through_the_pool(tmp_path: Path, gearmand: Gearmand) -> 
     # [[command_jobs]] must be the last table of the file
     with running_pool(tmp_path, [gearmand.address], concurrency=1, tail=extra) as pool:
         pool.wait_registered(gearmand.port, "islandora_derivatives", count=1)
-        client = PlainClient(gearmand.address)
-        try:
+        with PlainClient(gearmand.address) as client:
             ok = client.submit("islandora_derivatives", payload("argv", site="http://localhost", uid=1))
             assert ok.data == b'["--user=1", "--uri=http://localhost"]'
             refused = client.submit("islandora_derivatives", payload("argv", site="http://evil", uid=1))
             assert not refused.ok
-        finally:
-            client.close()
         pool.wait_log("refused: site 'http://evil' is not in allowed_sites")
 
 
@@ -170,11 +158,8 @@ def test_a_bad_configuration_on_sighup_is_refused_and_the_pool_keeps_running(
         wait_for(lambda: "new configuration refused" in pool.log_text(), message="the refusal")
         pool.wait_log("concurrency: must be at least 1, not 0")
         assert pool.children() == children
-        client = PlainClient(gearmand.address)
-        try:
+        with PlainClient(gearmand.address) as client:
             assert client.call("t.pid").data == str(children[0]).encode()
-        finally:
-            client.close()
 
 
 def test_flags_override_the_configuration(tmp_path: Path, gearmand: Gearmand) -> None:
@@ -207,13 +192,10 @@ def test_recycling_on_lifetime_and_memory_and_json_logs(tmp_path: Path, gearmand
         pool.signal(signal.SIGHUP)  # pick up the JSON logging too
         wait_for(lambda: "exited (max_lifetime); replacing it" in pool.log_text(), message="a lifetime recycle")
         pool.wait_registered(gearmand.port, "t.pid", count=1)
-        client = PlainClient(gearmand.address)
-        try:
+        with PlainClient(gearmand.address) as client:
             first = client.call("t.pid").data
             wait_for(lambda: "exited (max_rss_mb); replacing it" in pool.log_text(), message="a memory recycle")
             assert client.call("t.pid").data != first  # a job never runs in a process past its limits
-        finally:
-            client.close()
         json_lines = [line for line in pool.log_text().splitlines() if line.startswith("{")]
         assert json_lines
         record = json.loads(json_lines[-1])

@@ -28,11 +28,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_a_job_failing_twice_then_succeeding_with_retries_2(tmp_path: Path, gearmand: Gearmand) -> None:
     with running_pool(tmp_path, [gearmand.address], concurrency=1) as pool:
         pool.wait_registered(gearmand.port, "t.flaky", count=1)
-        client = PlainClient(gearmand.address)
-        try:
+        with PlainClient(gearmand.address) as client:
             answer = client.call("t.flaky", "k1", 2)
-        finally:
-            client.close()
         assert answer.ok
         assert answer.data == b"ok after 3 attempts (context says 3)"
         log = pool.wait_log("outcome=complete")
@@ -47,11 +44,8 @@ def test_exhausted_retries_land_in_dead_letters_and_requeue_runs_again(tmp_path:
     done = tmp_path / "done"
     with running_pool(tmp_path, [gearmand.address], concurrency=1) as pool:
         pool.wait_registered(gearmand.port, "t.needs_file", count=1)
-        client = PlainClient(gearmand.address)
-        try:
+        with PlainClient(gearmand.address) as client:
             handle = client.background("t.needs_file", payload("t.needs_file", str(needed), str(done)))
-        finally:
-            client.close()
         store = DeadLetterStore(str(pool.dead_letters))
         [letter] = wait_for(store.list, message="a dead letter")
         assert letter.function == "t.needs_file"
@@ -84,8 +78,7 @@ def test_job_errors_each_fail_and_the_pool_goes_on(tmp_path: Path, gearmand: Gea
     with running_pool(tmp_path, [gearmand.address], concurrency=1) as pool:
         pool.wait_registered(gearmand.port, "t.exit", count=1)
         children = pool.children()
-        client = PlainClient(gearmand.address)
-        try:
+        with PlainClient(gearmand.address) as client:
             assert client.call("t.exit").command is Command.WORK_FAIL
             assert client.call("t.unserialisable").command is Command.WORK_FAIL
             # a payload naming a job nobody registered, sent to a function this worker serves
@@ -96,8 +89,6 @@ def test_job_errors_each_fail_and_the_pool_goes_on(tmp_path: Path, gearmand: Gea
             assert answer.data.endswith(b"|http://localhost|7")
             assert answer.progress == [(b"1", b"2"), (b"2", b"2")]
             assert answer.partial == [b"partial"]
-        finally:
-            client.close()
         assert pool.children() == children
         log = pool.wait_log("this goes to the log, not to the client")
         assert "reason=job called sys.exit(3)" in log

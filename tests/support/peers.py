@@ -85,6 +85,12 @@ class PlainClient:
     def close(self) -> None:
         self.conn.close()
 
+    def __enter__(self) -> PlainClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02, message: str = "") -> Any:
     """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds."""
