@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -243,13 +243,15 @@ def redis(tmp_path: Path) -> Iterator[int]:
         yield port
 
 
-def start_memcached(tmp_path: Path, *options: str) -> tuple[int, AbstractContextManager[subprocess.Popen[bytes]]]:
-    """memcached with these options on a free loopback port: the port, and the context that runs it."""
+@contextmanager
+def running_memcached(tmp_path: Path, *options: str) -> Iterator[int]:
+    """memcached with these options on a free loopback port, for the duration of the block; yields the port."""
     port = free_port()
     argv = [system_binary("/usr/bin/memcached", "memcached"), "-l", "127.0.0.1", "-p", str(port), "-U", "0"]
     if os.geteuid() == 0:
         argv += ["-u", "nobody"]
-    return port, process([*argv, *options], tmp_path / f"memcached-{port}.log", port)
+    with process([*argv, *options], tmp_path / f"memcached-{port}.log", port):
+        yield port
 
 
 @pytest.fixture
@@ -259,8 +261,7 @@ def memcached(tmp_path: Path) -> Iterator[int]:
     With memcached's default segmented LRU a job queued a moment before the restart is not replayed
     (docs/deploy.md); this test failed 2 times in 25 that way before the option.
     """
-    port, running = start_memcached(tmp_path, "-o", "no_lru_maintainer")
-    with running:
+    with running_memcached(tmp_path, "-o", "no_lru_maintainer") as port:
         yield port
 
 
@@ -427,15 +428,13 @@ def test_preflight_refuses_a_memcached_that_would_not_replay_every_job(
     ok = check(memcached)
     assert ok.returncode == 0, ok.stdout
 
-    segmented_port, segmented = start_memcached(tmp_path)  # memcached's defaults: segmented LRU
-    with segmented:
+    with running_memcached(tmp_path) as segmented_port:  # memcached's defaults: segmented LRU
         refused = check(segmented_port)
     assert refused.returncode == 1, refused.stdout
     assert f"memcached 127.0.0.1:{segmented_port} runs with a segmented LRU" in refused.stdout
     assert "-o no_lru_maintainer" in refused.stdout
 
-    undumpable_port, undumpable = start_memcached(tmp_path, "-o", "no_lru_maintainer", "-X")
-    with undumpable:
+    with running_memcached(tmp_path, "-o", "no_lru_maintainer", "-X") as undumpable_port:
         refused = check(undumpable_port)
     assert refused.returncode == 1, refused.stdout
     assert "runs with -X (dump_enabled no)" in refused.stdout
