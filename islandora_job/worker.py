@@ -44,6 +44,7 @@ from typing import Final, NamedTuple, Protocol
 
 from islandora_job.address import ServerAddress
 from islandora_job.codec import DEFAULT_MAX_PACKET, Command, encode
+from islandora_job.config import PoolConfig
 from islandora_job.connection import describe_os_error
 from islandora_job.context import Reporter
 from islandora_job.deadlines import DeadlineSlot
@@ -57,7 +58,7 @@ log = logging.getLogger(__name__)
 #: Exit status of a process whose watchdog answered a hung job (the supervisor restarts it without delay).
 EXIT_HUNG_JOB: Final = 70
 #: Seconds a server has to answer a grab (or the probe after connecting) before it is treated as down.
-DEFAULT_GRAB_TIMEOUT: Final = 1.5
+DEFAULT_GRAB_TIMEOUT: Final = PoolConfig().grab_timeout
 RSS_CHECK_INTERVAL: Final = 1.0
 
 
@@ -417,17 +418,25 @@ class Worker:
 
     def _on_event(self, link: ServerLink, event: ServerEvent) -> None:
         if isinstance(event, JobAssigned | OversizeJob):
-            link.due = NEVER
-            self._grabbing = None
+            self._answered(link)
             self._done = self._work(link, event)
         elif isinstance(event, NoJob):
-            link.due = NEVER
-            self._grabbing = None
+            self._answered(link)
         elif isinstance(event, Echoed):
             link.due = NEVER
-            self._exchanged(link)
+            self._registered(link)
         if link.proto.phase is Phase.READY:
             self._wake_all_at = float("inf")
+
+    def _answered(self, link: ServerLink) -> None:
+        """The server answered a grab: a successful exchange, the only thing that resets its backoff."""
+        link.due = NEVER
+        self._grabbing = None
+        if link.failures:
+            log.info("server %s reachable again after %d failed attempt(s)", link.address, link.failures)
+            link.failures = 0
+            link.backoff.reset()
+            link.throttle.reset()
 
     def _check_deadlines(self, now: float) -> None:
         for link in self.links:
@@ -596,13 +605,9 @@ class Worker:
                     continue
                 self._update(link)
 
-    def _exchanged(self, link: ServerLink) -> None:
-        """The server answered our probe: it is up. Only now is its backoff reset (a TCP connect proves nothing)."""
-        if link.failures:
-            log.info("server %s reachable again after %d failed attempt(s)", link.address, link.failures)
-        link.failures = 0
-        link.backoff.reset()
-        link.throttle.reset()
+    def _registered(self, link: ServerLink) -> None:
+        """The server echoed our probe, so it has read our registration. Its backoff is reset only once it answers
+        a grab as well: a TCP connect, or an echo, from a server that then never answers a grab proves nothing."""
         log.info("registered %d function(s) on %s", len(self.functions), link.address)
         if not self._ready:
             self._ready = True
