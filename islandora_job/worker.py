@@ -239,6 +239,7 @@ class Worker:
         io_timeout: float = 30.0,
         grab_timeout: float = DEFAULT_GRAB_TIMEOUT,
         max_packet: int = DEFAULT_MAX_PACKET,
+        reconnect_backoff_cap: float = 10.0,
         deadline_slot: DeadlineSlot | None = None,
     ) -> None:
         if not servers:
@@ -252,7 +253,10 @@ class Worker:
             [encode(Command.SET_CLIENT_ID, self.client_id)]
             + [encode(Command.CAN_DO, function) for function in self.functions]
         )
-        self.links = [ServerLink(address, registration, max_packet=max_packet) for address in servers]
+        self.links = [
+            ServerLink(address, registration, max_packet=max_packet, backoff_cap=reconnect_backoff_cap)
+            for address in servers
+        ]
         self.idle_grab_interval = idle_grab_interval
         self.connect_timeout = connect_timeout
         self.io_timeout = io_timeout
@@ -272,6 +276,7 @@ class Worker:
         self._grabbing: ServerLink | None = None  # the one link with a GRAB outstanding
         self._done: _Done | None = None  # the last job, answered but not yet logged and reported
         self._worked = False  # a job ran since the last wait: input that came meanwhile is not read yet
+        self._backlog: list[ServerLink] = []  # links with events buffered after a job, handled after the next grab
         self._wake_all_at = float("inf")  # the next defensive grab, while idle
         self._stopping = False
         self._stop_reason = StopReason.STOPPED
@@ -381,7 +386,8 @@ class Worker:
         return max(0.0, deadline - now)
 
     def _wait(self, timeout: float | None) -> None:
-        for key, mask in self._selector.select(timeout):
+        backlog, self._backlog = self._backlog, []
+        for key, mask in self._selector.select(0.0 if backlog else timeout):
             data = key.data
             if isinstance(data, ServerLink):
                 self._on_ready(data, mask)
@@ -389,6 +395,12 @@ class Worker:
                 self._drain_wakeups()
             else:
                 self._read_control()
+        for link in backlog:
+            if link.is_open:
+                try:
+                    self._drain(link)
+                except (ConnectionLost, ProtocolError, OSError) as exc:
+                    self._lost(link, exc)
         if self._wake_all_at <= time.monotonic() and self._grabbing is None:
             self._wake_all_at = float("inf")
             for link in self.links:  # a defensive grab, in case a NOOP was lost
@@ -409,12 +421,20 @@ class Worker:
                 link.receive()
                 if link.proto.awaiting_answer and link.proto.mid_packet:
                     link.due = time.monotonic() + self.grab_timeout  # answering, slowly: keep waiting
-                while link.sock is not None and (event := link.proto.next_event()) is not None:
-                    self._on_event(link, event)
+                self._drain(link)
         except (ConnectionLost, ProtocolError, OSError) as exc:
             self._lost(link, exc)
             return
         self._update(link)
+
+    def _drain(self, link: ServerLink) -> None:
+        """Handle the link's buffered events. After a job, what follows it belongs to the next exchange: it waits
+        (in the backlog) until the job's answer and the next grab are out."""
+        while (event := link.proto.next_event()) is not None:
+            self._on_event(link, event)
+            if self._done is not None:
+                self._backlog.append(link)
+                return
 
     def _on_event(self, link: ServerLink, event: ServerEvent) -> None:
         if isinstance(event, JobAssigned | OversizeJob):

@@ -35,7 +35,14 @@ NEVER: Final = float("inf")
 
 
 class ServerLink:
-    def __init__(self, address: ServerAddress, registration: bytes, *, max_packet: int = DEFAULT_MAX_PACKET) -> None:
+    def __init__(
+        self,
+        address: ServerAddress,
+        registration: bytes,
+        *,
+        max_packet: int = DEFAULT_MAX_PACKET,
+        backoff_cap: float = 10.0,
+    ) -> None:
         self.address = address
         self.sock: socket.socket | None = None
         self.connecting = False
@@ -45,7 +52,7 @@ class ServerLink:
         self.outbuf = bytearray()
         self.due = NEVER
         self.retry_at = 0.0
-        self.backoff = Backoff(initial=0.2, cap=10.0)
+        self.backoff = Backoff(initial=min(0.2, backoff_cap), cap=backoff_cap)
         self.failures = 0  # attempts since the last successful exchange
         self.throttle = Throttle(FAILURE_LOG_WINDOW)
         self.mask = 0  # the events registered with the loop's selector
