@@ -2,19 +2,24 @@
 
 Theory of operation
 -------------------
-The main thread owns every connection and runs the job in hand. Each server is a :class:`ServerLink` in one of
-three states::
+The main thread owns every connection and runs the job in hand. Each server is a :class:`ServerLink`
+(:mod:`islandora_job.worker_link`: a non-blocking socket, a deadline, a backoff) whose Gearman state is a
+socket-free :class:`~islandora_job.worker_protocol.WorkerProtocol` (that module's docstring has the state diagram).
+The loop, :meth:`Worker._loop`, does three things in turn:
 
-    DOWN ──connect, SET_CLIENT_ID, CAN_DO…──▶ IDLE ⇄ GRAB_JOB_UNIQ, then NO_JOB, or JOB_ASSIGN_UNIQ (job runs, answer)
-      ▲                                        │
-      └──── connection lost (from any state) ◀─┴── PRE_SLEEP ──▶ SLEEPING ──NOOP, or a defensive grab──▶ IDLE
+1. when no grab is outstanding, ask the next READY server for a job (in turn, starting after the one that gave the
+   last job: fair between servers), or put the servers that said NO_JOB to sleep (PRE_SLEEP);
+2. wait in one ``select`` on every socket, the signal wake-up socket and the supervisor's pipe, and handle what
+   arrived: at most one ``recv`` per connection per wake-up, so no connection can monopolise the loop. A job
+   assigned runs there and then; its answer is queued on its link;
+3. close the connections whose deadline passed (a connect, or an answer owed to the probe or to a grab, after
+   ``grab_timeout``: the server is treated as down, gearmand requeues what it may have assigned), and start the
+   reconnections that are due.
 
-The loop asks the servers for a job in turn, starting after the one that gave the last job (fair between servers),
-with at most one GRAB outstanding, so a process never holds a job it cannot start (a worker grabbing more than it
-runs starves the others). When every server says NO_JOB it sends PRE_SLEEP to all and blocks in ``select`` on the
-sockets, the signal wake-up socket and the supervisor's pipe: no CPU while idle. A NOOP from any server starts a
-new round; so does a timer every ``idle_grab_interval`` (a defensive grab, so a lost NOOP cannot strand jobs), and
-a due reconnection.
+At most one GRAB is outstanding in the whole process, so a process never holds a job it cannot start (a worker
+grabbing more than it runs starves the others), and no server can hold the loop longer than ``grab_timeout``.
+No CPU while idle; a timer every ``idle_grab_interval`` wakes the sleeping servers for a defensive grab (so a lost
+NOOP cannot strand jobs).
 
 Time limits: gearmand accepts WORK_FAIL only on the connection that holds the job, so whatever answers must outlive
 a hung job. A :class:`Watchdog` thread is armed with the deadline of each attempt; if the job has not returned by
@@ -358,15 +363,12 @@ class Worker:
                     self._report_done()
                     return
         self._report_done()
-        idle = True
         for link in self.links:
             if link.is_open and link.proto.phase is Phase.EMPTY:
                 self._send(link, link.proto.sleep())
-            idle = idle and link.outbuf == b""
         if self._wake_all_at == float("inf"):
             self._wake_all_at = time.monotonic() + self.idle_grab_interval
-            if idle:
-                self.events.idle()
+        self.events.idle()
 
     def _report_done(self) -> None:
         if self._done is not None:
@@ -408,6 +410,8 @@ class Worker:
                     link.proto.wake()
 
     def _on_ready(self, link: ServerLink, mask: int) -> None:
+        if link.sock is None:
+            return
         if link.connecting:
             try:
                 link.finish_connect(time.monotonic(), self.grab_timeout)
@@ -433,7 +437,8 @@ class Worker:
         while (event := link.proto.next_event()) is not None:
             self._on_event(link, event)
             if self._done is not None:
-                self._backlog.append(link)
+                if link.proto.buffered:
+                    self._backlog.append(link)
                 return
 
     def _on_event(self, link: ServerLink, event: ServerEvent) -> None:

@@ -15,8 +15,9 @@ one table of what may happen in which phase; anything else is an error and the p
                             └─NOOP or wake()── SLEEPING ◀──sleep()── EMPTY
 
 * ``PROBING``: the registration (SET_CLIENT_ID, CAN_DO…) went out with an ECHO_REQ. A TCP connect alone proves
-  nothing (the kernel of a frozen gearmand still accepts), so a server counts as up, and its reconnection backoff
-  is reset, only once it has echoed. Nobody waits for the echo: the other servers are served meanwhile.
+  nothing (the kernel of a frozen gearmand still accepts), so a server is asked for work only once it has echoed
+  (and the loop resets its reconnection backoff only once it has answered a grab). Nobody waits for the echo: the
+  other servers are served meanwhile.
 * ``READY``: the server may have work; the loop asks the READY servers in turn, one GRAB at a time in the whole
   process (a worker never holds a job it cannot start).
 * ``GRABBING``: the GRAB_JOB_UNIQ is out. The loop gives the server a short deadline to answer (NOOPs do not count
@@ -203,6 +204,11 @@ class WorkerProtocol:
     def awaiting_answer(self) -> bool:
         """True while the server owes us an answer (to the probe or to a grab): the loop keeps a deadline."""
         return self.phase in (Phase.PROBING, Phase.GRABBING)
+
+    @property
+    def buffered(self) -> bool:
+        """True when bytes received are not yet returned as events."""
+        return bool(self._buffer) or self._oversize is not None
 
     @property
     def mid_packet(self) -> bool:
