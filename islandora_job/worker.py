@@ -38,8 +38,9 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import math
 import os
-import selectors
+import select
 import socket
 import sys
 import threading
@@ -65,6 +66,8 @@ EXIT_HUNG_JOB: Final = 70
 #: Seconds a server has to answer a grab (or the probe after connecting) before it is treated as down.
 DEFAULT_GRAB_TIMEOUT: Final = PoolConfig().grab_timeout
 RSS_CHECK_INTERVAL: Final = 1.0
+READABLE: Final = select.POLLIN | select.POLLPRI
+FAILED: Final = select.POLLERR | select.POLLHUP | select.POLLNVAL
 
 
 class StopReason(enum.Enum):
@@ -282,19 +285,21 @@ class Worker:
         self._done: _Done | None = None  # the last job, answered but not yet logged and reported
         self._worked = False  # a job ran since the last wait: input that came meanwhile is not read yet
         self._backlog: list[ServerLink] = []  # links with events buffered after a job, handled after the next grab
-        self._wake_all_at = float("inf")  # the next defensive grab, while idle
+        self._wake_all_at = NEVER  # the next defensive grab, while idle
         self._stopping = False
         self._stop_reason = StopReason.STOPPED
         self._ready = False
         self._next_rss_check = 0.0
-        self._selector = selectors.DefaultSelector()
+        # select.poll, not the selectors module: one wait per job, and the module's wrapping cost ~5 µs of it.
+        self._poll = select.poll()
+        self._handlers: dict[int, ServerLink | str] = {}
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._watch(self._wake_r.fileno(), READABLE, "wake")
         self._control_fd = control_fd
         if control_fd is not None:
-            self._selector.register(control_fd, selectors.EVENT_READ, "control")
+            self._watch(control_fd, READABLE, "control")
 
     # --- control from outside (signal handlers, tests) ----------------------------------------------------------
 
@@ -320,11 +325,10 @@ class Worker:
             if self._done is not None:
                 self._report(self._done)
             for link in self.links:
-                if link.outbuf and link.is_open:
+                if link.unsent and link.is_open:
                     with contextlib.suppress(ConnectionLost, OSError):
                         link.send_blocking(b"", min(self.io_timeout, 5.0))
                 self._drop(link, None)
-            self._selector.close()
             self._wake_r.close()
             self._wake_w.close()
 
@@ -338,7 +342,7 @@ class Worker:
                 if reason is not None:
                     return reason
                 self._ask()
-            self._wait(self._timeout())
+            self._wait()
             now = time.monotonic()
             if self._worked:
                 self._worked = False  # read what arrived during the job before judging any deadline
@@ -354,7 +358,7 @@ class Worker:
             link = self.links[index]
             if link.is_open and link.proto.phase is Phase.READY:
                 for other in self.links:  # results of other servers go out before this grab can bring a job
-                    if other is not link and other.outbuf:
+                    if other is not link and other.unsent:
                         self._safe_flush(other)
                 if self._send(link, link.proto.grab()):
                     link.due = time.monotonic() + self.grab_timeout
@@ -366,7 +370,7 @@ class Worker:
         for link in self.links:
             if link.is_open and link.proto.phase is Phase.EMPTY:
                 self._send(link, link.proto.sleep())
-        if self._wake_all_at == float("inf"):
+        if self._wake_all_at == NEVER:
             self._wake_all_at = time.monotonic() + self.idle_grab_interval
         self.events.idle()
 
@@ -375,27 +379,31 @@ class Worker:
             done, self._done = self._done, None
             self._report(done)
 
-    def _timeout(self) -> float | None:
-        if self._stopping and self._grabbing is None:
-            return 0.0
-        now = time.monotonic()
-        wake = self._wake_all_at if self._grabbing is None else float("inf")
-        deadline = min(wake, *(link.due if link.sock is not None else link.retry_at for link in self.links))
-        if self.lifetime_end is not None:
-            deadline = min(deadline, self.lifetime_end)
-        if deadline == float("inf"):
-            return None
-        return max(0.0, deadline - now)
+    def _timeout_ms(self) -> int:
+        """Milliseconds until the next deadline (rounded up, so a deadline is never polled for in a spin); -1: none."""
+        if self._backlog or (self._stopping and self._grabbing is None):
+            return 0
+        deadline = self._wake_all_at if self._grabbing is None else NEVER
+        for link in self.links:
+            due = link.due if link.sock is not None else link.retry_at
+            if due < deadline:
+                deadline = due
+        if self.lifetime_end is not None and self.lifetime_end < deadline:
+            deadline = self.lifetime_end
+        if deadline == NEVER:
+            return -1
+        return max(0, math.ceil((deadline - time.monotonic()) * 1000))
 
-    def _wait(self, timeout: float | None) -> None:
+    def _wait(self) -> None:
+        ready = self._poll.poll(self._timeout_ms())
         backlog, self._backlog = self._backlog, []
-        for key, mask in self._selector.select(0.0 if backlog else timeout):
-            data = key.data
-            if isinstance(data, ServerLink):
-                self._on_ready(data, mask)
-            elif data == "wake":
+        for fd, mask in ready:
+            handler = self._handlers.get(fd)
+            if isinstance(handler, ServerLink):
+                self._on_ready(handler, mask)
+            elif handler == "wake":
                 self._drain_wakeups()
-            else:
+            elif handler == "control":
                 self._read_control()
         for link in backlog:
             if link.is_open:
@@ -403,8 +411,8 @@ class Worker:
                     self._drain(link)
                 except (ConnectionLost, ProtocolError, OSError) as exc:
                     self._lost(link, exc)
-        if self._wake_all_at <= time.monotonic() and self._grabbing is None:
-            self._wake_all_at = float("inf")
+        if self._wake_all_at != NEVER and self._grabbing is None and self._wake_all_at <= time.monotonic():
+            self._wake_all_at = NEVER
             for link in self.links:  # a defensive grab, in case a NOOP was lost
                 if link.is_open and link.proto.phase is Phase.SLEEPING:
                     link.proto.wake()
@@ -419,9 +427,9 @@ class Worker:
                 self._failed(link, describe_os_error(exc), connecting=True)
                 return
         try:
-            if mask & selectors.EVENT_WRITE:
+            if mask & select.POLLOUT:
                 link.flush()
-            if mask & selectors.EVENT_READ and link.is_open:
+            if mask & (READABLE | FAILED) and link.is_open:
                 link.receive()
                 if link.proto.awaiting_answer and link.proto.mid_packet:
                     link.due = time.monotonic() + self.grab_timeout  # answering, slowly: keep waiting
@@ -429,7 +437,8 @@ class Worker:
         except (ConnectionLost, ProtocolError, OSError) as exc:
             self._lost(link, exc)
             return
-        self._update(link)
+        if link.outbuf or link.mask != READABLE:
+            self._update(link)
 
     def _drain(self, link: ServerLink) -> None:
         """Handle the link's buffered events. After a job, what follows it belongs to the next exchange: it waits
@@ -451,7 +460,7 @@ class Worker:
             link.due = NEVER
             self._registered(link)
         if link.proto.phase is Phase.READY:
-            self._wake_all_at = float("inf")
+            self._wake_all_at = NEVER
 
     def _answered(self, link: ServerLink) -> None:
         """The server answered a grab: a successful exchange, the only thing that resets its backoff."""
@@ -500,7 +509,7 @@ class Worker:
             data = b""
         if not data:  # the supervisor is gone: finish like a warm stop
             log.warning("supervisor gone; stopping")
-            self._selector.unregister(self._control_fd)
+            self._unwatch(self._control_fd)
             self._control_fd = None
             self._stop_reason = StopReason.PARENT_GONE
             self._stopping = True
@@ -534,7 +543,7 @@ class Worker:
             threading.Event().wait()
         if not outcome.ok and self.record_failure is not None:
             self._record(assignment, name, outcome)  # before the failure is sent: the record must not be lost
-        link.outbuf += link.proto.answer(self._answer(job.handle, outcome))  # sent with the next packet
+        link.results += link.proto.answer(self._answer(job.handle, outcome))  # sent with the next packet
         self.jobs_done += 1
         return _Done(name, assignment, outcome, time.monotonic() - started)
 
@@ -662,12 +671,12 @@ class Worker:
     def _drop(self, link: ServerLink, retry_at: float | None) -> None:
         if self._grabbing is link:
             self._grabbing = None  # gearmand requeues whatever it may have assigned on this connection
-        if link.outbuf and link.is_open:
+        if link.unsent and link.is_open:
             log.warning(
-                "server %s: %d byte(s) not delivered; gearmand requeues a job in hand", link.address, len(link.outbuf)
+                "server %s: %d byte(s) not delivered; gearmand requeues a job in hand", link.address, link.unsent
             )
         if link.mask:
-            self._selector.unregister(link.fileno())
+            self._unwatch(link.fileno())
             link.mask = 0
         link.close()
         if retry_at is not None:
@@ -675,16 +684,24 @@ class Worker:
 
     def _update(self, link: ServerLink) -> None:
         """Register the events the link waits for: writable while connecting or with output pending, else readable."""
-        wanted = link.wanted_mask(selectors.EVENT_READ, selectors.EVENT_WRITE)
+        wanted = link.wanted_mask(READABLE, select.POLLOUT)
         if wanted == link.mask:
             return
         if not link.mask:
-            self._selector.register(link.fileno(), wanted, link)
+            self._watch(link.fileno(), wanted, link)
         elif not wanted:
-            self._selector.unregister(link.fileno())
+            self._unwatch(link.fileno())
         else:
-            self._selector.modify(link.fileno(), wanted, link)
+            self._poll.modify(link.fileno(), wanted)
         link.mask = wanted
+
+    def _watch(self, fd: int, mask: int, handler: ServerLink | str) -> None:
+        self._poll.register(fd, mask)
+        self._handlers[fd] = handler
+
+    def _unwatch(self, fd: int) -> None:
+        self._poll.unregister(fd)
+        del self._handlers[fd]
 
     def _send(self, link: ServerLink, data: bytes) -> bool:
         try:
@@ -692,7 +709,8 @@ class Worker:
         except (ConnectionLost, OSError) as exc:
             self._lost(link, exc)
             return False
-        self._update(link)
+        if link.outbuf or link.mask != READABLE:
+            self._update(link)
         return True
 
     def _safe_flush(self, link: ServerLink) -> None:

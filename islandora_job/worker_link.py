@@ -49,7 +49,8 @@ class ServerLink:
         self.proto = WorkerProtocol(registration, max_packet=max_packet)
         self._registration = registration
         self._max_packet = max_packet
-        self.outbuf = bytearray()
+        self.outbuf = bytearray()  # bytes on their way: the loop waits for the socket to take them
+        self.results = b""  # a job's answer, sent with the next packet on this link (one write per job)
         self.due = NEVER
         self.retry_at = 0.0
         self.backoff = Backoff(initial=min(0.2, backoff_cap), cap=backoff_cap)
@@ -60,6 +61,10 @@ class ServerLink:
     def __repr__(self) -> str:
         state = "down" if self.sock is None else "connecting" if self.connecting else self.proto.phase.value
         return f"<ServerLink {self.address} {state}>"
+
+    @property
+    def unsent(self) -> int:
+        return len(self.outbuf) + len(self.results)
 
     @property
     def is_open(self) -> bool:
@@ -97,6 +102,7 @@ class ServerLink:
         self.due = now + timeout
         self.proto = WorkerProtocol(self._registration, max_packet=self._max_packet)
         self.outbuf.clear()
+        self.results = b""
 
     def finish_connect(self, now: float, answer_timeout: float) -> None:
         """The socket became writable: check the outcome, tune the socket, send registration and probe."""
@@ -122,13 +128,26 @@ class ServerLink:
         self.connecting = False
         self.due = NEVER
         self.outbuf.clear()
+        self.results = b""
 
     # --- bytes --------------------------------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
         """Queue ``data`` after what is pending and send what the socket takes now; the loop sends the rest."""
-        self.outbuf += data
-        self.flush()
+        if self.results:
+            data, self.results = self.results + data, b""
+        if self.outbuf or self.sock is None:
+            self.outbuf += data
+            self.flush()
+            return
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise ConnectionLost(str(self.address), describe_os_error(exc)) from exc
+        if sent < len(data):
+            self.outbuf += data[sent:]
 
     def flush(self) -> None:
         if not self.outbuf or self.sock is None:
@@ -146,7 +165,8 @@ class ServerLink:
 
         For the job's progress packets and the watchdog, which run while the loop is busy with that job.
         """
-        self.outbuf += data
+        self.outbuf += self.results + data
+        self.results = b""
         deadline = time.monotonic() + timeout
         while self.outbuf:
             if self.sock is None:
