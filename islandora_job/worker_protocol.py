@@ -39,7 +39,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final, NoReturn
 
-from islandora_job.codec import DEFAULT_MAX_PACKET, HEADER_SIZE, RES_MAGIC, Command, PacketReader, encode
+from islandora_job.codec import DEFAULT_MAX_PACKET, HEADER_SIZE, RES_MAGIC, Command, encode, parse_whole
 from islandora_job.errors import ProtocolError
 
 #: Bytes of an over-size job's payload kept for its failure record.
@@ -154,7 +154,6 @@ class WorkerProtocol:
         self._registration = registration
         self._max_packet = max_packet
         self._buffer = bytearray()
-        self._reader = PacketReader(max_packet=max_packet)
         self._skip = 0  # bytes of an over-size job still to discard
         self._oversize: OversizeJob | None = None
         self._error: RemoteProtocolError | None = None
@@ -261,14 +260,13 @@ class WorkerProtocol:
         end = HEADER_SIZE + length
         if len(buffer) < end:
             return None
+        with memoryview(buffer) as view:
+            packet_bytes = view[:end].tobytes()
+        del buffer[:end]
         try:  # the codec parses (and checks) the arguments
-            self._reader.feed(bytes(buffer[:end]))
-            packet = self._reader.next_packet()
+            packet = parse_whole(packet_bytes, response=True)
         except ProtocolError as exc:
             self._fail(str(exc))
-        del buffer[:end]
-        if packet is None:  # pragma: no cover - a whole packet was fed
-            self._fail("truncated packet")
         return self._event(packet.command, packet.args)
 
     def _event(self, command: Command, args: dict[str, bytes]) -> ServerEvent:
