@@ -66,6 +66,8 @@ EXIT_HUNG_JOB: Final = 70
 #: Seconds a server has to answer a grab (or the probe after connecting) before it is treated as down.
 DEFAULT_GRAB_TIMEOUT: Final = PoolConfig().grab_timeout
 RSS_CHECK_INTERVAL: Final = 1.0
+#: The slowest transfer of an answer (a large job) accepted before its server is treated as down: bytes per second.
+MIN_ANSWER_RATE: Final = 10 * 1024 * 1024
 READABLE: Final = select.POLLIN | select.POLLPRI
 FAILED: Final = select.POLLERR | select.POLLHUP | select.POLLNVAL
 
@@ -283,9 +285,9 @@ class Worker:
         self._turn = 0
         self._grabbing: ServerLink | None = None  # the one link with a GRAB outstanding
         self._done: _Done | None = None  # the last job, answered but not yet logged and reported
-        self._worked = False  # a job ran since the last wait: input that came meanwhile is not read yet
         self._backlog: list[ServerLink] = []  # links with events buffered after a job, handled after the next grab
         self._wake_all_at = NEVER  # the next defensive grab, while idle
+        self._earliest = 0.0  # the earliest deadline or reconnection the last wait was computed for
         self._stopping = False
         self._stop_reason = StopReason.STOPPED
         self._ready = False
@@ -343,12 +345,9 @@ class Worker:
                     return reason
                 self._ask()
             self._wait()
-            now = time.monotonic()
-            if self._worked:
-                self._worked = False  # read what arrived during the job before judging any deadline
-            else:
+            if self._earliest <= (now := time.monotonic()):
                 self._check_deadlines(now)
-            self._reconnect_due(now)
+                self._reconnect_due(now)
 
     def _ask(self) -> None:
         """GRAB from the next READY server in turn (fair between servers); with none, put the EMPTY ones to sleep."""
@@ -361,7 +360,8 @@ class Worker:
                     if other is not link and other.unsent:
                         self._safe_flush(other)
                 if self._send(link, link.proto.grab()):
-                    link.due = time.monotonic() + self.grab_timeout
+                    link.asked_at = time.monotonic()
+                    link.due = link.asked_at + self.grab_timeout
                     self._grabbing = link
                     self._turn = (index + 1) % count
                     self._report_done()
@@ -390,6 +390,7 @@ class Worker:
                 deadline = due
         if self.lifetime_end is not None and self.lifetime_end < deadline:
             deadline = self.lifetime_end
+        self._earliest = deadline
         if deadline == NEVER:
             return -1
         return max(0, math.ceil((deadline - time.monotonic()) * 1000))
@@ -431,14 +432,20 @@ class Worker:
                 link.flush()
             if mask & (READABLE | FAILED) and link.is_open:
                 link.receive()
-                if link.proto.awaiting_answer and link.proto.mid_packet:
-                    link.due = time.monotonic() + self.grab_timeout  # answering, slowly: keep waiting
                 self._drain(link)
+                if link.proto.awaiting_answer and link.proto.mid_packet:
+                    self._answering(link)
         except (ConnectionLost, ProtocolError, OSError) as exc:
             self._lost(link, exc)
             return
         if link.outbuf or link.mask != READABLE:
             self._update(link)
+
+    def _answering(self, link: ServerLink) -> None:
+        """Part of the answer is in: keep waiting while bytes come, but only as long as a transfer at
+        :data:`MIN_ANSWER_RATE` of the declared size needs (a server trickling bytes cannot hold us for ever)."""
+        limit = link.asked_at + self.grab_timeout + link.proto.incoming / MIN_ANSWER_RATE
+        link.due = min(time.monotonic() + self.grab_timeout, limit)
 
     def _drain(self, link: ServerLink) -> None:
         """Handle the link's buffered events. After a job, what follows it belongs to the next exchange: it waits
@@ -476,6 +483,10 @@ class Worker:
         for link in self.links:
             if link.sock is None or now < link.due:
                 continue
+            if not link.connecting:
+                self._on_ready(link, READABLE)  # first read what came meanwhile (during a job, say)
+                if link.sock is None or not link.proto.awaiting_answer or time.monotonic() < link.due:
+                    continue
             if link.connecting:
                 self._failed(link, f"connect timed out after {self.connect_timeout:g}s", connecting=True)
             else:
@@ -518,7 +529,6 @@ class Worker:
 
     def _work(self, link: ServerLink, job: JobAssigned | OversizeJob) -> _Done:
         """Run the job and queue its answer on ``link``; what is left to log and report is returned."""
-        self._worked = True
         started = time.monotonic()
         assignment = Assignment(
             function=job.function.decode("utf-8", "replace"),

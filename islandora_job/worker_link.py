@@ -52,6 +52,7 @@ class ServerLink:
         self.outbuf = bytearray()  # bytes on their way: the loop waits for the socket to take them
         self.results = b""  # a job's answer, sent with the next packet on this link (one write per job)
         self.due = NEVER
+        self.asked_at = 0.0  # when the answer now awaited (to the probe or a grab) was asked for
         self.retry_at = 0.0
         self.backoff = Backoff(initial=min(0.2, backoff_cap), cap=backoff_cap)
         self.failures = 0  # attempts since the last successful exchange
@@ -118,6 +119,7 @@ class ServerLink:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
         self.connecting = False
+        self.asked_at = now
         self.due = now + answer_timeout
         self.write(self.proto.opening())
 

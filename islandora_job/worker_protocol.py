@@ -155,6 +155,7 @@ class WorkerProtocol:
         self._max_packet = max_packet
         self._buffer = bytearray()
         self._skip = 0  # bytes of an over-size job still to discard
+        self._skip_total = 0
         self._oversize: OversizeJob | None = None
         self._error: RemoteProtocolError | None = None
 
@@ -208,6 +209,15 @@ class WorkerProtocol:
     def buffered(self) -> bool:
         """True when bytes received are not yet returned as events."""
         return bool(self._buffer) or self._oversize is not None
+
+    @property
+    def incoming(self) -> int:
+        """The declared length of the packet being received (0 until its header is in)."""
+        if self._skip:
+            return self._skip_total
+        if len(self._buffer) >= HEADER_SIZE:
+            return int(_HEADER.unpack_from(self._buffer)[2])
+        return 0
 
     @property
     def mid_packet(self) -> bool:
@@ -302,6 +312,7 @@ class WorkerProtocol:
             del self._buffer[:total]
         else:
             self._skip = total - len(self._buffer)
+            self._skip_total = length
             self._buffer.clear()
         return self.next_event()
 

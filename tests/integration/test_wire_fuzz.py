@@ -202,6 +202,7 @@ def test_fuzzed_server_streams_never_crash_or_hang_the_worker() -> None:
         @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(streams, st.booleans())
         @example(script=NOOP, answered=False)  # a grab never answered, on a live connection: the hang of issue 10
+        @example(script=b"\0RES\0\0\0\x01", answered=False)  # a header completed by the NOOP trickle, never its body
         def check(script: bytes, answered: bool) -> None:
             outcome = server.play(script, answered)
             played["streams"] += 1
