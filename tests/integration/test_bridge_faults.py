@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from islandora_job.deadletters import DeadLetterStore
+from islandora_job.worker import EXIT_HUNG_JOB
 from tests.support.gearmand import Gearmand
 from tests.support.peers import PlainClient, payload, wait_for
-from tests.support.pool import Pool, running_pool
+from tests.support.pool import REPO, Pool, running_pool
 
 FAKE_ROUTER = Path(__file__).resolve().parents[1] / "unit" / "fake_router.py"
 PHP_CLIENT = Path(__file__).parent / "php" / "func_override_client.php"
@@ -118,6 +119,35 @@ def test_the_watchdog_kills_a_timed_out_commands_process_group(tmp_path: Path, g
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
         pool.wait_log("outcome=timeout")
+
+
+def test_the_watchdog_alone_kills_the_group_without_a_supervisor(tmp_path: Path, gearmand: Gearmand) -> None:
+    # one worker process started bare (no supervisor, so no subreaper): only its watchdog can kill the group
+    pid_file = tmp_path / "leaky.pgid"
+    settings = {
+        "servers": [gearmand.address],
+        "entry_points": False,
+        "dead_letters": {"path": ""},
+        "command_jobs": [{"name": "leaky", "argv": ["sh", "-c", LEAKY, str(pid_file)], "timeout": 2}],
+    }
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    worker = subprocess.Popen([sys.executable, "-m", "islandora_job.child"], stdin=subprocess.PIPE, env=env)
+    assert worker.stdin is not None
+    try:
+        worker.stdin.write(json.dumps({"source": "test", "settings": settings}).encode() + b"\n")
+        worker.stdin.flush()
+        with PlainClient(gearmand.address) as client:
+            assert not client.submit("leaky", payload("x")).ok
+        assert worker.wait(10) == EXIT_HUNG_JOB
+        pgid = int(pid_file.read_text())
+        try:
+            assert_group_gone(pgid)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+    finally:
+        worker.kill()
+        worker.wait()
 
 
 def test_the_stuck_job_backstop_kills_the_commands_process_group(tmp_path: Path, gearmand: Gearmand) -> None:
