@@ -78,10 +78,15 @@ def started_command(pool: Pool, gearmand: Gearmand, pid_file: Path) -> Iterator[
 
 
 def assert_group_gone(pgid: int, timeout: float = 5.0) -> None:
+    """Fail if a process of the group is still alive after ``timeout``; kill the group then, so that a failing
+    test (today's main) leaves nothing behind."""
     try:
         wait_for(lambda: not group_members(pgid), timeout=timeout, message=f"process group {pgid} gone")
     except AssertionError:
-        raise AssertionError(f"process group {pgid} survived: {group_members(pgid)}") from None
+        survivors = group_members(pgid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        raise AssertionError(f"process group {pgid} survived: {survivors}") from None
 
 
 def test_a_bad_uid_fails_the_job_and_the_process_lives(tmp_path: Path, gearmand: Gearmand) -> None:
@@ -112,12 +117,7 @@ def test_the_watchdog_kills_a_timed_out_commands_process_group(tmp_path: Path, g
         with PlainClient(gearmand.address) as client:
             answer = client.submit("leaky", payload("x"))
         assert not answer.ok
-        pgid = int(pid_file.read_text())
-        try:
-            assert_group_gone(pgid)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
+        assert_group_gone(int(pid_file.read_text()))
         pool.wait_log("outcome=timeout")
 
 
@@ -139,12 +139,7 @@ def test_the_watchdog_alone_kills_the_group_without_a_supervisor(tmp_path: Path,
         with PlainClient(gearmand.address) as client:
             assert not client.submit("leaky", payload("x")).ok
         assert worker.wait(10) == EXIT_HUNG_JOB
-        pgid = int(pid_file.read_text())
-        try:
-            assert_group_gone(pgid)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
+        assert_group_gone(int(pid_file.read_text()))
     finally:
         worker.kill()
         worker.wait()
