@@ -80,7 +80,9 @@ class CommandJob:
                 raise BridgeRefused(f"site {payload.site!r} is not in allowed_sites")
             site = payload.site
         if wants_uid or self.config.allowed_uids:
-            raw = None if payload is None else payload.uid
+            if payload is None:
+                raise BridgeRefused("payload has no uid (it is not a valid islandora_job payload)")
+            raw = payload.uid
             uid = _as_uid(raw)
             if uid is None:
                 shown = raw if not isinstance(raw, str) or len(raw) <= 40 else f"{raw[:40]}… ({len(raw)} characters)"

@@ -149,3 +149,10 @@ def test_discovery_of_function_names(tmp_path: Path) -> None:
     script.write_text("#!/bin/sh\necho '-f islandora_derivatives -f islandora_other'\n")
     os.chmod(script, 0o755)
     assert discover_names([str(script)]) == ["islandora_derivatives", "islandora_other"]
+
+
+def test_a_payload_that_is_not_valid_is_refused_when_a_uid_is_needed() -> None:
+    job = CommandJob("b", CommandJobConfig(names=("b",), argv=("echo", "{uid}"), allowed_uids=(1,)))
+    data = b'{"func": "x", "args": [], "uid": ' + b"9" * 5000 + b"}"
+    outcome = job.run(Assignment("b", "H:1", "u", data), None)
+    assert outcome.status == "exception" and "payload has no uid" in outcome.reason
