@@ -101,7 +101,11 @@ def set_child_subreaper(on: bool) -> bool | None:
 def children_of(pid: int) -> list[tuple[int, int, str]]:
     """(pid, process group, state) of every process whose parent is ``pid``, read from /proc."""
     found = []
-    for entry in os.listdir("/proc"):
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # no /proc (not Linux, or not mounted): nothing to find, and never a crash
+        return found
+    for entry in entries:
         if not entry.isdigit():
             continue
         try:
