@@ -100,7 +100,7 @@ def set_child_subreaper(on: bool) -> bool | None:
 
 def children_of(pid: int) -> list[tuple[int, int, str]]:
     """(pid, process group, state) of every process whose parent is ``pid``, read from /proc."""
-    found = []
+    found: list[tuple[int, int, str]] = []
     try:
         entries = os.listdir("/proc")
     except OSError:  # no /proc (not Linux, or not mounted): nothing to find, and never a crash
