@@ -1,0 +1,324 @@
+"""Move queued background jobs from one gearmand to another, losing none.
+
+gearmand has no command to export its queue, so the mover plays both roles the protocol allows: a *worker* on the
+source (``GRAB_JOB_UNIQ`` hands it function, unique key and payload) and a *client* of the target (a background
+submission with the same function, unique key and payload). A job is completed on the source (``WORK_COMPLETE``,
+which deletes it from the source's persistent store) only after the target answered ``JOB_CREATED`` for it, i.e.
+after the target has stored it. If the mover dies at any point, gearmand requeues every job the mover held and had
+not completed; a rerun moves them again. The target coalesces a resubmitted job with the same function and unique
+key while it is still queued there, so a crash usually duplicates nothing; at worst it duplicates the jobs in
+flight.
+
+Priority: a worker is not told a job's priority, but gearmand hands out a function's waiting jobs highest priority
+first, and the admin ``prioritystatus`` counts waiting jobs per priority (held jobs are not counted). So each batch
+asks ``prioritystatus``, grabs at most as many jobs as the highest non-empty priority has, and submits them with
+that priority. A job submitted to the source *during* a batch, with a higher priority than the batch's, may be
+taken as the lower one; move from a source nobody submits to (the role's throw-away gearmand) to keep priorities
+exact.
+
+Jobs without a unique key: gearmand 1.1.20 stores them with an empty key, and its persistent queues delete by
+(function, unique key), so completing one deletes the stored rows of *every* keyless job of that function. The
+mover therefore completes keyless jobs on the source only once all of that function's keyless jobs are on the
+target, and gives each a fresh unique key there, so that the target's store keeps one row per job.
+
+Throughput: within a batch every request is pipelined (all grabs sent at once, each submission sent as its job
+arrives, each completion as its acknowledgement arrives); a batch ends with an ``ECHO`` round trip so that every
+completion has been processed before the next ``prioritystatus``.
+"""
+
+from __future__ import annotations
+
+import selectors
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from islandora_job.address import ServerAddress
+from islandora_job.admin import AdminClient, PriorityStatus
+from islandora_job.codec import Command, Packet, encode
+from islandora_job.connection import ConnectFailed, Connection
+from islandora_job.errors import IslandoraJobError, ProtocolError, ServerUnavailable
+
+PRIORITIES: Final = ("high", "normal", "low")
+_SUBMIT: Final = {
+    "high": Command.SUBMIT_JOB_HIGH_BG,
+    "normal": Command.SUBMIT_JOB_BG,
+    "low": Command.SUBMIT_JOB_LOW_BG,
+}
+#: Jobs requested per batch: enough to hide the round trips, few enough that a crash duplicates little.
+DEFAULT_WINDOW: Final = 500
+CLIENT_ID_PREFIX: Final = "islandora-job-queue-move"
+
+
+class MoveRefused(IslandoraJobError):
+    """The move was not started: same server twice, workers racing the mover, a bad function name."""
+
+
+class MoveFailed(IslandoraJobError):
+    """The move stopped part way (the target refused a job, or spoke nonsense). Jobs not moved stay on the source."""
+
+
+@dataclass(slots=True)
+class FunctionMove:
+    """What happened to one function's queue: jobs moved per priority, and jobs left on the source."""
+
+    function: str
+    expected: int
+    moved: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PRIORITIES, 0))
+    left: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.moved.values())
+
+
+#: progress(function, moved so far in this function, jobs the function had waiting at the start)
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class MovePlan:
+    """The functions to move, with their waiting jobs per priority, as ``prioritystatus`` showed them."""
+
+    functions: tuple[PriorityStatus, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(p.high + p.normal + p.low for p in self.functions)
+
+
+def plan_move(
+    source: ServerAddress,
+    target: ServerAddress,
+    functions: Sequence[str] = (),
+    *,
+    allow_workers: bool = False,
+    timeout: float = 5.0,
+) -> MovePlan:
+    """Check that the move makes sense and list what it would move; raise MoveRefused or ServerUnavailable.
+
+    Refuses when a function to move has workers on the source: they would take jobs the mover counted, so the
+    priorities it infers would be wrong (``allow_workers`` accepts that; nothing is lost either way).
+    """
+    if source == target:
+        raise MoveRefused(f"--from and --to are the same server ({source})")
+    for name in functions:
+        if not name or any(c.isspace() or c == "\0" for c in name):
+            raise MoveRefused(f"function name {name!r} must be non-empty, without white space or NUL")
+    with AdminClient(target, timeout=timeout) as admin:
+        admin.version()  # reachable, and a gearmand
+    with AdminClient(source, timeout=timeout) as admin:
+        statuses = {s.function: s for s in admin.status()}
+        priorities = {p.function: p for p in admin.priority_status()}
+    wanted = list(dict.fromkeys(functions)) or sorted(f for f, p in priorities.items() if p.high + p.normal + p.low)
+    chosen = [priorities.get(f, PriorityStatus(f, 0, 0, 0, 0)) for f in wanted]
+    busy = [f"{f} ({statuses[f].workers})" for f in wanted if f in statuses and statuses[f].workers > 0]
+    if busy and not allow_workers:
+        raise MoveRefused(
+            f"{source} has workers registered for {', '.join(busy)}: they would race the mover and make it "
+            "misjudge priorities. Stop them, or accept that with --allow-workers"
+        )
+    return MovePlan(tuple(chosen))
+
+
+class _Batch:
+    """The state of one batch: grabs not yet answered, submissions not yet acknowledged."""
+
+    def __init__(self, priority: str, grabs: int) -> None:
+        self.priority = priority
+        self.grabs = grabs
+        self.unacknowledged: deque[tuple[bytes, bool]] = deque()  # (source handle, had no unique key)
+        self.exhausted = False
+        self.moved = 0
+
+
+class QueueMover:
+    """One move from ``source`` to ``target``. Use as a context manager, or call :meth:`close`.
+
+    Closing (or dying) while holding grabbed jobs makes gearmand requeue them on the source: that is the
+    "never lose" half. Every job completed on the source was acknowledged by the target first.
+    """
+
+    def __init__(
+        self,
+        source: ServerAddress,
+        target: ServerAddress,
+        *,
+        window: int = DEFAULT_WINDOW,
+        io_timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        self.source = source
+        self.target = target
+        self.window = window
+        self.client_id = f"{CLIENT_ID_PREFIX}-{uuid.uuid4().hex[:12]}"
+        self._timeout = connect_timeout
+        self._worker = Connection(source, connect_timeout=connect_timeout, io_timeout=io_timeout)
+        self._client = Connection(target, connect_timeout=connect_timeout, io_timeout=io_timeout)
+        self._admin = AdminClient(source, timeout=io_timeout)
+        self._selector = selectors.DefaultSelector()
+        self._deferred: list[bytes] = []
+
+    def __enter__(self) -> QueueMover:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._selector.close()
+        self._worker.close()
+        self._client.close()
+        self._admin.close()
+
+    def connect(self) -> None:
+        """Open both connections, and refuse if they reach the same gearmand under two addresses."""
+        try:
+            self._worker.connect()
+            self._client.connect()
+        except ConnectFailed as exc:
+            raise ServerUnavailable([(str(exc.address), exc.reason)]) from exc
+        self._worker.send_packet(Command.SET_CLIENT_ID, self.client_id)
+        self._echo(self._worker)
+        with AdminClient(self.target, timeout=self._timeout) as admin:
+            if any(w.client_id == self.client_id for w in admin.workers()):
+                raise MoveRefused(f"{self.source} and {self.target} are the same gearmand")
+        self._selector.register(self._worker.fileno(), selectors.EVENT_READ, self._worker)
+        self._selector.register(self._client.fileno(), selectors.EVENT_READ, self._client)
+
+    def move(self, plan: MovePlan, progress: Progress | None = None) -> list[FunctionMove]:
+        return [self.move_function(p, progress) for p in plan.functions]
+
+    def move_function(self, status: PriorityStatus, progress: Progress | None = None) -> FunctionMove:
+        function = status.function
+        result = FunctionMove(function, status.high + status.normal + status.low)
+        self._worker.send_packet(Command.RESET_ABILITIES)
+        self._worker.send_packet(Command.CAN_DO, function)
+        if progress:
+            progress(function, 0, result.expected)
+        while True:
+            waiting = self._waiting(function)
+            priority = next((p for p in PRIORITIES if waiting[p] > 0), None)
+            if priority is None:
+                break
+            batch = _Batch(priority, min(waiting[priority], self.window))
+            self._worker.send(b"".join(_encoded_grab for _ in range(batch.grabs)))
+            self._run(batch, function)
+            self._echo(self._worker)  # every WORK_COMPLETE of the batch has been processed (and the row deleted)
+            result.moved[priority] += batch.moved
+            if progress:
+                progress(function, result.total, result.expected)
+            if batch.moved == 0:
+                break  # gearmand counts jobs it will not hand out (another worker's, or scheduled): leave them
+        self._complete_deferred()
+        self._worker.send_packet(Command.RESET_ABILITIES)
+        left = self._waiting(function)
+        result.left = sum(left.values())
+        return result
+
+    # -- one batch ---------------------------------------------------------------------------------------------
+
+    def _run(self, batch: _Batch, function: str) -> None:
+        submit = _SUBMIT[batch.priority]
+        while batch.grabs or batch.unacknowledged:
+            events = self._selector.select(timeout=self._worker.io_timeout)
+            if not events:
+                raise MoveFailed(f"no answer from {self.source} or {self.target} for {self._worker.io_timeout:g}s")
+            for key, _ in events:
+                connection: Connection = key.data
+                for packet in connection.receive():
+                    if connection is self._worker:
+                        self._from_source(packet, batch, function, submit)
+                    else:
+                        self._from_target(packet, batch)
+
+    def _from_source(self, packet: Packet, batch: _Batch, function: str, submit: Command) -> None:
+        if packet.command is Command.JOB_ASSIGN_UNIQ:
+            batch.grabs -= 1
+            if packet["task"].decode("utf-8", "replace") != function:
+                raise ProtocolError(f"{self.source} handed out a job of {packet['task']!r}, asked for {function!r}")
+            unique = packet["unique"]
+            keyless = not unique
+            if keyless:
+                unique = uuid.uuid4().hex.encode()
+            self._client.send_packet(submit, packet["task"], unique, packet["data"])
+            batch.unacknowledged.append((packet["job_handle"], keyless))
+        elif packet.command is Command.NO_JOB:
+            batch.grabs -= 1
+            batch.exhausted = True
+        elif packet.command is Command.ERROR:
+            raise MoveFailed(f"{self.source} answered ERROR {_error_text(packet)}")
+        elif packet.command is not Command.NOOP:
+            raise ProtocolError(f"{self.source} sent an unexpected {packet.command.name}")
+
+    def _from_target(self, packet: Packet, batch: _Batch) -> None:
+        if not batch.unacknowledged:
+            raise ProtocolError(f"{self.target} sent {packet.command.name} for nothing submitted")
+        if packet.command is Command.JOB_CREATED:
+            handle, keyless = batch.unacknowledged.popleft()
+            if keyless:
+                self._deferred.append(handle)
+            else:
+                self._worker.send_packet(Command.WORK_COMPLETE, handle, b"")
+            batch.moved += 1
+        elif packet.command is Command.ERROR:
+            raise MoveFailed(f"{self.target} refused a job: {_error_text(packet)}")
+        else:
+            raise ProtocolError(f"{self.target} answered a submission with {packet.command.name}")
+
+    def _complete_deferred(self) -> None:
+        """Complete the keyless jobs, now that all of them are on the target (see the module's docstring)."""
+        if self._deferred:
+            self._worker.send(b"".join(_encode_complete(handle) for handle in self._deferred))
+            self._deferred.clear()
+            self._echo(self._worker)
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+
+    def _waiting(self, function: str) -> dict[str, int]:
+        for p in self._admin.priority_status():
+            if p.function == function:
+                return {"high": p.high, "normal": p.normal, "low": p.low}
+        return dict.fromkeys(PRIORITIES, 0)
+
+    def _echo(self, connection: Connection) -> None:
+        """Round trip on one connection: gearmand answers in order, so everything sent before has been handled."""
+        token = uuid.uuid4().hex.encode()
+        connection.send_packet(Command.ECHO_REQ, token)
+        while True:
+            for packet in connection.receive():
+                if packet.command is Command.ECHO_RES and packet["data"] == token:
+                    return
+                if packet.command is Command.ERROR:
+                    raise MoveFailed(f"{connection.address} answered ERROR {_error_text(packet)}")
+
+
+def _error_text(packet: Packet) -> str:
+    return f"{packet['error_code'].decode(errors='replace')} {packet['error_text'].decode(errors='replace')}".strip()
+
+
+def _encode_complete(handle: bytes) -> bytes:
+    return encode(Command.WORK_COMPLETE, handle, b"")
+
+
+_encoded_grab: Final = encode(Command.GRAB_JOB_UNIQ)
+
+
+def move_queue(
+    source: ServerAddress,
+    target: ServerAddress,
+    functions: Sequence[str] = (),
+    *,
+    allow_workers: bool = False,
+    window: int = DEFAULT_WINDOW,
+    progress: Progress | None = None,
+) -> list[FunctionMove]:
+    """Plan and run a whole move; the one call the CLI (and anything else) needs."""
+    plan = plan_move(source, target, functions, allow_workers=allow_workers)
+    with QueueMover(source, target, window=window) as mover:
+        mover.connect()
+        return mover.move(plan, progress)
