@@ -216,8 +216,8 @@ class QueueMover:
                 break  # gearmand counts jobs it will not hand out (another worker's, or scheduled): leave them
         self._complete_deferred()
         self._worker.send_packet(Command.RESET_ABILITIES)
-        left = self._waiting(function)
-        result.left = sum(left.values())
+        # left behind: waiting jobs the mover could not grab, and jobs other workers hold (status counts those)
+        result.left = next((s.total for s in self._admin.status() if s.function == function), 0)
         return result
 
     # -- one batch ---------------------------------------------------------------------------------------------
