@@ -84,7 +84,7 @@ class ProgressReport:
         self.interval = interval
         self.tty = out.isatty()
         self.started = time.monotonic()
-        self.last_line = 0.0
+        self.last_line = float("-inf")  # the first call always prints a line
         self.done_before = 0  # jobs moved in functions already finished
         self.function = ""
 
