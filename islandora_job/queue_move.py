@@ -28,6 +28,7 @@ completion has been processed before the next ``prioritystatus``.
 
 from __future__ import annotations
 
+import contextlib
 import selectors
 import uuid
 from collections import deque
@@ -132,6 +133,9 @@ class _Batch:
         self.unacknowledged: deque[tuple[bytes, bool]] = deque()  # (source handle, had no unique key)
         self.exhausted = False
         self.moved = 0
+        self.failure: str | None = None  # why the target refused a job of this batch
+        self.to_target: list[bytes] = []  # submissions not yet written
+        self.to_source: list[bytes] = []  # completions not yet written
 
 
 class QueueMover:
@@ -208,6 +212,9 @@ class QueueMover:
             batch = _Batch(priority, min(waiting[priority], self.window))
             self._worker.send(b"".join(_encoded_grab for _ in range(batch.grabs)))
             self._run(batch, function)
+            if batch.failure:
+                self._echo(self._worker)  # the completions before the refusal are processed
+                raise MoveFailed(batch.failure)
             self._echo(self._worker)  # every WORK_COMPLETE of the batch has been processed (and the row deleted)
             result.moved[priority] += batch.moved
             if progress:
@@ -228,24 +235,37 @@ class QueueMover:
             events = self._selector.select(timeout=self._worker.io_timeout)
             if not events:
                 raise MoveFailed(f"no answer from {self.source} or {self.target} for {self._worker.io_timeout:g}s")
-            for key, _ in events:
-                connection: Connection = key.data
-                for packet in connection.receive():
-                    if connection is self._worker:
-                        self._from_source(packet, batch, function, submit)
-                    else:
-                        self._from_target(packet, batch)
+            try:
+                for key, _ in events:
+                    connection: Connection = key.data
+                    for packet in connection.receive():
+                        if connection is self._worker:
+                            self._from_source(packet, batch, function, submit)
+                        else:
+                            self._from_target(packet, batch)
+            except BaseException:
+                self._complete_acknowledged(batch)
+                raise
+            # one write per connection for everything these packets called for, not one per job
+            if batch.to_target:
+                self._client.send(b"".join(batch.to_target))
+                batch.to_target.clear()
+            if batch.to_source:
+                self._worker.send(b"".join(batch.to_source))
+                batch.to_source.clear()
 
     def _from_source(self, packet: Packet, batch: _Batch, function: str, submit: Command) -> None:
         if packet.command is Command.JOB_ASSIGN_UNIQ:
             batch.grabs -= 1
             if packet["task"].decode("utf-8", "replace") != function:
                 raise ProtocolError(f"{self.source} handed out a job of {packet['task']!r}, asked for {function!r}")
+            if batch.failure:
+                return  # held until the mover closes the connection: gearmand then requeues it
             unique = packet["unique"]
             keyless = not unique
             if keyless:
                 unique = uuid.uuid4().hex.encode()
-            self._client.send_packet(submit, packet["task"], unique, packet["data"])
+            batch.to_target.append(encode(submit, packet["task"], unique, packet["data"]))
             batch.unacknowledged.append((packet["job_handle"], keyless))
         elif packet.command is Command.NO_JOB:
             batch.grabs -= 1
@@ -263,12 +283,27 @@ class QueueMover:
             if keyless:
                 self._deferred.append(handle)
             else:
-                self._worker.send_packet(Command.WORK_COMPLETE, handle, b"")
+                batch.to_source.append(_encode_complete(handle))
             batch.moved += 1
         elif packet.command is Command.ERROR:
-            raise MoveFailed(f"{self.target} refused a job: {_error_text(packet)}")
+            # keep reading the answers to the submissions still in flight, completing those the target took,
+            # so that only the refused jobs (and the ones not submitted) stay on the source
+            batch.unacknowledged.popleft()
+            batch.failure = batch.failure or f"{self.target} refused a job: {_error_text(packet)}"
         else:
             raise ProtocolError(f"{self.target} answered a submission with {packet.command.name}")
+
+    def _complete_acknowledged(self, batch: _Batch) -> None:
+        """On the way out after an error: complete what the target did acknowledge, so it is not moved twice.
+
+        Best effort: if the source is gone too, those jobs are requeued there and a rerun merges them on the
+        target by their unique key.
+        """
+        if batch.to_source and self._worker.connected:
+            with contextlib.suppress(IslandoraJobError, OSError):
+                self._worker.send(b"".join(batch.to_source))
+                batch.to_source.clear()
+                self._echo(self._worker)
 
     def _complete_deferred(self) -> None:
         """Complete the keyless jobs, now that all of them are on the target (see the module's docstring)."""

@@ -62,6 +62,13 @@ def register(commands: Any) -> None:
     move.add_argument(
         "--window", type=_positive_int, default=DEFAULT_WINDOW, metavar="N", help="jobs in flight per batch"
     )
+    move.add_argument(
+        "--timeout",
+        type=_positive_int,
+        default=60,
+        metavar="SECONDS",
+        help="give up when a server does not answer for this long (default 60)",
+    )
     move.set_defaults(handler=cmd_move)
 
 
@@ -161,13 +168,13 @@ def cmd_move(args: argparse.Namespace) -> int:
         _error(str(exc))
         return exit_codes.USAGE
     try:
-        plan = plan_move(source, target, args.functions, allow_workers=args.allow_workers)
+        plan = plan_move(source, target, args.functions, allow_workers=args.allow_workers, timeout=args.timeout)
         if args.dry_run:
             results = _planned(plan)
         else:
             progress = ProgressReport(sys.stderr, plan.total)
             try:
-                with QueueMover(source, target, window=args.window) as mover:
+                with QueueMover(source, target, window=args.window, io_timeout=args.timeout) as mover:
                     mover.connect()
                     results = mover.move(plan, progress)
             finally:

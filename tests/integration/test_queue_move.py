@@ -429,3 +429,65 @@ def test_progress_is_plain_lines_when_not_a_terminal(tmp_path: Path) -> None:
         table = done.stdout.splitlines()
         assert table[0].split() == ["FUNCTION", "HIGH", "NORMAL", "LOW", "MOVED", "LEFT"]
         assert table[-1] == f"moved 1500 job(s) from {source.address} to {target.address}"
+
+
+def test_a_target_that_refuses_a_job_stops_the_move_and_loses_nothing(tmp_path: Path) -> None:
+    """The target's maxqueue makes it answer ERROR QUEUE_ERROR midway: exit 1, every job still on one side."""
+    batch = jobs(60, ("ij_move_full",))
+    with gearmand(tmp_path / "a", []) as source, gearmand(tmp_path / "b", []) as target:
+        submit(source, batch)
+        submit(target, [("ij_move_full", "normal", "already-there", b"x")])  # maxqueue needs a known function
+        assert admin(target.port, "maxqueue ij_move_full 20").startswith("OK")
+        done = run_mover("--from", source.address, "--to", target.address, "--window", "8")
+        assert done.returncode == 1, done.stderr
+        assert "refused a job: QUEUE_ERROR" in done.stderr and "run the move again" in done.stderr
+        assert "Traceback" not in done.stderr
+        in_target = waiting(target) - 1
+        assert 0 < in_target < len(batch)
+        deadline = time.monotonic() + 10
+        while waiting(source) + in_target < len(batch) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # keyless jobs are completed on the source only at the end of their function: those moved are duplicated
+        keyless = sum(1 for *_, u, _ in batch if not u)
+        assert len(batch) <= waiting(source) + in_target <= len(batch) + keyless, "a job was lost, or duplicated"
+
+        assert admin(target.port, "maxqueue ij_move_full").startswith("OK")  # limit lifted: the rerun finishes
+        done = run_mover("--from", source.address, "--to", target.address)
+        assert done.returncode == 0, done.stderr
+        assert waiting(source) == 0
+        assert check_target(target, [*batch, ("ij_move_full", "normal", "already-there", b"x")]) <= keyless
+
+
+def test_a_frozen_target_times_out_and_a_rerun_after_it_thaws_finishes(tmp_path: Path) -> None:
+    """SIGSTOP on the target midway: the mover gives up after --timeout, exit 1; SIGCONT, rerun, nothing lost."""
+    batch = jobs(800)
+    with backend("sqlite", tmp_path / "new-store") as new_args:
+        with gearmand(tmp_path / "a", []) as source, gearmand(tmp_path / "b", new_args) as target:
+            submit(source, batch)
+            assert target.process is not None
+            mover = subprocess.Popen(
+                [*MOVER, "--from", source.address, "--to", target.address, "--window", "40", "--timeout", "2"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            deadline = time.monotonic() + 120
+            while waiting(target) < 100 and mover.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            target.process.send_signal(signal.SIGSTOP)
+            frozen_at = time.monotonic()
+            try:
+                _, stderr = mover.communicate(timeout=60)
+                gave_up_after = time.monotonic() - frozen_at
+            finally:
+                target.process.send_signal(signal.SIGCONT)
+            assert mover.returncode == 1, stderr
+            assert "no answer" in stderr and "Traceback" not in stderr
+            assert gave_up_after < 30, f"--timeout 2 took {gave_up_after:.0f} s"
+
+            done = run_mover("--from", source.address, "--to", target.address)
+            assert done.returncode == 0, done.stderr
+            assert waiting(source) == 0
+            extra = check_target(target, batch)
+            keyless = sum(1 for *_, u, _ in batch if not u)
+            assert extra <= keyless + 40, f"{extra} duplicates: more than the jobs in flight"
