@@ -21,6 +21,12 @@ Jobs without a unique key: gearmand 1.1.20 stores them with an empty key, and it
 mover therefore completes keyless jobs on the source only once all of that function's keyless jobs are on the
 target, and gives each a fresh unique key there, so that the target's store keeps one row per job.
 
+Foreground jobs: a worker cannot tell one from a background job, but ``GET_STATUS_UNIQUE`` tells how many clients
+wait on a unique key. A job someone waits for is not moved (its client's connection is to the source, and it
+would get an empty result): the mover holds it until the function is done, then hands it back by reconnecting
+(gearmand requeues a disconnected worker's jobs). Keyless jobs cannot be asked about and are taken as
+background; libgearman (the ``gearman`` CLI, PHP) gives every job a key.
+
 Throughput: within a batch every request is pipelined (all grabs sent at once, each submission sent as its job
 arrives, each completion as its acknowledgement arrives); a batch ends with an ``ECHO`` round trip so that every
 completion has been processed before the next ``prioritystatus``.
@@ -30,6 +36,8 @@ from __future__ import annotations
 
 import contextlib
 import selectors
+import socket
+import struct
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -38,9 +46,9 @@ from typing import Final
 
 from islandora_job.address import ServerAddress
 from islandora_job.admin import AdminClient, PriorityStatus
-from islandora_job.codec import Command, Packet, encode
-from islandora_job.connection import ConnectFailed, Connection
-from islandora_job.errors import IslandoraJobError, ProtocolError, ServerUnavailable
+from islandora_job.codec import REQ_MAGIC, RES_MAGIC, Command, Packet, encode
+from islandora_job.connection import ConnectFailed, Connection, describe_os_error
+from islandora_job.errors import ConnectionLost, IslandoraJobError, ProtocolError, ServerUnavailable
 
 PRIORITIES: Final = ("high", "normal", "low")
 _SUBMIT: Final = {
@@ -69,6 +77,7 @@ class FunctionMove:
     expected: int
     moved: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PRIORITIES, 0))
     left: int = 0
+    foreground: int = 0  # foreground jobs found waiting: left on the source, where their clients wait
 
     @property
     def total(self) -> int:
@@ -133,9 +142,88 @@ class _Batch:
         self.unacknowledged: deque[tuple[bytes, bool]] = deque()  # (source handle, had no unique key)
         self.exhausted = False
         self.moved = 0
+        self.assigned = 0  # jobs the source handed out in this batch
+        self.foreground = 0  # of those, jobs a client waits for: not moved
+        self.probing: deque[Packet] = deque()  # jobs asked about (foreground?), not yet answered
+        self.to_probe: list[bytes] = []  # unique keys to ask about, not yet written
         self.failure: str | None = None  # why the target refused a job of this batch
         self.to_target: list[bytes] = []  # submissions not yet written
         self.to_source: list[bytes] = []  # completions not yet written
+
+
+GET_STATUS_UNIQUE: Final = 41
+STATUS_RES_UNIQUE: Final = 42
+_HEADER: Final = struct.Struct("!4sII")
+
+
+class _ForegroundProbe:
+    """Asks the source how many clients wait on a job (``GET_STATUS_UNIQUE``, gearmand >= 1.1): 0 = background.
+
+    python-gearman's packet table lacks these two packet types, so this connection frames them itself; it
+    carries nothing else. Answers come in the order of the questions.
+    """
+
+    def __init__(self, address: ServerAddress, *, connect_timeout: float, io_timeout: float) -> None:
+        self.address = address
+        self._connect_timeout = connect_timeout
+        self._io_timeout = io_timeout
+        self._sock: socket.socket | None = None
+        self._buffer = bytearray()
+
+    def connect(self) -> None:
+        try:
+            self._sock = socket.create_connection((self.address.host, self.address.port), self._connect_timeout)
+        except OSError as exc:
+            raise ServerUnavailable([(str(self.address), describe_os_error(exc))]) from exc
+        self._sock.settimeout(self._io_timeout)
+
+    def fileno(self) -> int:
+        if self._sock is None:
+            raise ValueError(f"probe connection to {self.address} is closed")
+        return self._sock.fileno()
+
+    def ask(self, uniques: Sequence[bytes]) -> None:
+        if self._sock is None:
+            raise ConnectionLost(str(self.address), "not connected")
+        data = b"".join(_HEADER.pack(REQ_MAGIC, GET_STATUS_UNIQUE, len(u)) + u for u in uniques)
+        try:
+            self._sock.sendall(data)
+        except OSError as exc:
+            raise ConnectionLost(str(self.address), describe_os_error(exc)) from exc
+
+    def receive(self) -> list[int]:
+        """Read once; the waiting-client counts of the answers completed, in order."""
+        if self._sock is None:
+            raise ConnectionLost(str(self.address), "not connected")
+        try:
+            chunk = self._sock.recv(65536)
+        except OSError as exc:
+            raise ConnectionLost(str(self.address), describe_os_error(exc)) from exc
+        if not chunk:
+            raise ConnectionLost(str(self.address), "closed by the server")
+        self._buffer += chunk
+        counts = []
+        while len(self._buffer) >= _HEADER.size:
+            magic, kind, length = _HEADER.unpack_from(self._buffer)
+            if magic != RES_MAGIC or length > 4096:
+                raise ProtocolError(f"{self.address}: malformed answer to GET_STATUS_UNIQUE")
+            if len(self._buffer) < _HEADER.size + length:
+                break
+            body = bytes(self._buffer[_HEADER.size : _HEADER.size + length])
+            del self._buffer[: _HEADER.size + length]
+            fields = body.split(b"\0")
+            if kind == Command.ERROR:
+                raise MoveFailed(f"{self.address} cannot tell foreground jobs: {body!r}")
+            if kind != STATUS_RES_UNIQUE or len(fields) != 6 or not fields[5].isdigit():
+                raise ProtocolError(f"{self.address}: unexpected answer to GET_STATUS_UNIQUE: {kind} {body!r}")
+            counts.append(int(fields[5]))
+        return counts
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._buffer.clear()
 
 
 class QueueMover:
@@ -164,6 +252,7 @@ class QueueMover:
         self._worker = Connection(source, connect_timeout=connect_timeout, io_timeout=io_timeout)
         self._client = Connection(target, connect_timeout=connect_timeout, io_timeout=io_timeout)
         self._admin = AdminClient(source, timeout=io_timeout)
+        self._probe = _ForegroundProbe(source, connect_timeout=connect_timeout, io_timeout=io_timeout)
         self._selector = selectors.DefaultSelector()
         self._deferred: list[bytes] = []
 
@@ -178,21 +267,36 @@ class QueueMover:
         self._worker.close()
         self._client.close()
         self._admin.close()
+        self._probe.close()
 
     def connect(self) -> None:
         """Open both connections, and refuse if they reach the same gearmand under two addresses."""
         try:
-            self._worker.connect()
             self._client.connect()
+        except ConnectFailed as exc:
+            raise ServerUnavailable([(str(exc.address), exc.reason)]) from exc
+        self._open_worker()
+        self._probe.connect()
+        with AdminClient(self.target, timeout=self._timeout) as admin:
+            if any(w.client_id == self.client_id for w in admin.workers()):
+                raise MoveRefused(f"{self.source} and {self.target} are the same gearmand")
+        self._selector.register(self._client.fileno(), selectors.EVENT_READ, self._client)
+        self._selector.register(self._probe.fileno(), selectors.EVENT_READ, self._probe)
+
+    def _open_worker(self) -> None:
+        try:
+            self._worker.connect()
         except ConnectFailed as exc:
             raise ServerUnavailable([(str(exc.address), exc.reason)]) from exc
         self._worker.send_packet(Command.SET_CLIENT_ID, self.client_id)
         self._echo(self._worker)
-        with AdminClient(self.target, timeout=self._timeout) as admin:
-            if any(w.client_id == self.client_id for w in admin.workers()):
-                raise MoveRefused(f"{self.source} and {self.target} are the same gearmand")
         self._selector.register(self._worker.fileno(), selectors.EVENT_READ, self._worker)
-        self._selector.register(self._client.fileno(), selectors.EVENT_READ, self._client)
+
+    def _release_held(self) -> None:
+        """Hand the foreground jobs held back to the source: closing a worker's connection requeues its jobs."""
+        self._selector.unregister(self._worker.fileno())
+        self._worker.close()
+        self._open_worker()
 
     def move(self, plan: MovePlan, progress: Progress | None = None) -> list[FunctionMove]:
         return [self.move_function(p, progress) for p in plan.functions]
@@ -219,10 +323,14 @@ class QueueMover:
             result.moved[priority] += batch.moved
             if progress:
                 progress(function, result.total, result.expected)
-            if batch.moved == 0:
+            result.foreground += batch.foreground
+            if batch.assigned == 0:
                 break  # gearmand counts jobs it will not hand out (another worker's, or scheduled): leave them
         self._complete_deferred()
-        self._worker.send_packet(Command.RESET_ABILITIES)
+        if result.foreground:
+            self._release_held()
+        else:
+            self._worker.send_packet(Command.RESET_ABILITIES)
         # left behind: waiting jobs the mover could not grab, and jobs other workers hold (status counts those)
         result.left = next((s.total for s in self._admin.status() if s.function == function), 0)
         return result
@@ -231,12 +339,16 @@ class QueueMover:
 
     def _run(self, batch: _Batch, function: str) -> None:
         submit = _SUBMIT[batch.priority]
-        while batch.grabs or batch.unacknowledged:
+        while batch.grabs or batch.unacknowledged or batch.probing:
             events = self._selector.select(timeout=self._worker.io_timeout)
             if not events:
                 raise MoveFailed(f"no answer from {self.source} or {self.target} for {self._worker.io_timeout:g}s")
             try:
                 for key, _ in events:
+                    if key.data is self._probe:
+                        for clients in self._probe.receive():
+                            self._probed(batch, clients, submit)
+                        continue
                     connection: Connection = key.data
                     for packet in connection.receive():
                         if connection is self._worker:
@@ -247,6 +359,9 @@ class QueueMover:
                 self._complete_acknowledged(batch)
                 raise
             # one write per connection for everything these packets called for, not one per job
+            if batch.to_probe:
+                self._probe.ask(batch.to_probe)
+                batch.to_probe.clear()
             if batch.to_target:
                 self._client.send(b"".join(batch.to_target))
                 batch.to_target.clear()
@@ -259,14 +374,14 @@ class QueueMover:
             batch.grabs -= 1
             if packet["task"].decode("utf-8", "replace") != function:
                 raise ProtocolError(f"{self.source} handed out a job of {packet['task']!r}, asked for {function!r}")
+            batch.assigned += 1
             if batch.failure:
                 return  # held until the mover closes the connection: gearmand then requeues it
-            unique = packet["unique"]
-            keyless = not unique
-            if keyless:
-                unique = uuid.uuid4().hex.encode()
-            batch.to_target.append(encode(submit, packet["task"], unique, packet["data"]))
-            batch.unacknowledged.append((packet["job_handle"], keyless))
+            if packet["unique"]:  # is a client waiting for it? (a keyless job cannot be asked about)
+                batch.probing.append(packet)
+                batch.to_probe.append(packet["unique"])
+            else:
+                self._submit(batch, packet, submit)
         elif packet.command is Command.NO_JOB:
             batch.grabs -= 1
             batch.exhausted = True
@@ -274,6 +389,23 @@ class QueueMover:
             raise MoveFailed(f"{self.source} answered ERROR {_error_text(packet)}")
         elif packet.command is not Command.NOOP:
             raise ProtocolError(f"{self.source} sent an unexpected {packet.command.name}")
+
+    def _probed(self, batch: _Batch, clients: int, submit: Command) -> None:
+        if not batch.probing:
+            raise ProtocolError(f"{self.source} answered GET_STATUS_UNIQUE for nothing asked")
+        packet = batch.probing.popleft()
+        if clients > 0:
+            batch.foreground += 1  # a foreground job: its client waits on the source; held, then handed back
+        elif not batch.failure:
+            self._submit(batch, packet, submit)
+
+    def _submit(self, batch: _Batch, packet: Packet, submit: Command) -> None:
+        unique = packet["unique"]
+        keyless = not unique
+        if keyless:
+            unique = uuid.uuid4().hex.encode()
+        batch.to_target.append(encode(submit, packet["task"], unique, packet["data"]))
+        batch.unacknowledged.append((packet["job_handle"], keyless))
 
     def _from_target(self, packet: Packet, batch: _Batch) -> None:
         if not batch.unacknowledged:

@@ -132,11 +132,19 @@ def _summary(source: ServerAddress, target: ServerAddress, results: list[Functio
         "to": str(target),
         "dry_run": dry,
         "functions": [
-            {"function": r.function, **r.moved, "moved": r.total, "left": r.left, "waiting": r.expected}
+            {
+                "function": r.function,
+                **r.moved,
+                "moved": r.total,
+                "left": r.left,
+                "foreground": r.foreground,
+                "waiting": r.expected,
+            }
             for r in results
         ],
         "moved": sum(r.total for r in results),
         "left": sum(r.left for r in results),
+        "foreground": sum(r.foreground for r in results),
     }
 
 
@@ -195,6 +203,8 @@ def cmd_move(args: argparse.Namespace) -> int:
     else:
         _render(summary, sys.stdout)
     if summary["left"] and not args.dry_run:
-        _error(f"{summary['left']} job(s) could not be grabbed (held by a worker, or scheduled) and stay on {source}")
+        if summary["foreground"]:
+            _error(f"{summary['foreground']} foreground job(s) not moved: their clients wait for them on {source}")
+        _error(f"{summary['left']} job(s) stay on {source} (foreground, held by a worker, or scheduled)")
         return exit_codes.JOB_FAILED
     return exit_codes.OK

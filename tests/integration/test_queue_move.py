@@ -410,7 +410,7 @@ def test_refusals_name_the_cause_and_move_nothing(tmp_path: Path) -> None:
                 # accepted: the job the worker holds stays behind and is reported, the rest moves
                 forced = run_mover("--from", source.address, "--to", target.address, "--allow-workers")
                 assert forced.returncode == 1, forced.stderr
-                assert "1 job(s) could not be grabbed" in forced.stderr
+                assert "1 job(s) stay on" in forced.stderr
                 assert waiting(target) == 9
             finally:
                 worker.kill()
@@ -491,3 +491,62 @@ def test_a_frozen_target_times_out_and_a_rerun_after_it_thaws_finishes(tmp_path:
             extra = check_target(target, batch)
             keyless = sum(1 for *_, u, _ in batch if not u)
             assert extra <= keyless + 40, f"{extra} duplicates: more than the jobs in flight"
+
+
+def test_foreground_jobs_stay_with_their_waiting_clients(tmp_path: Path) -> None:
+    """A `gearman` CLI client and a PHP client wait on foreground jobs: those are not moved (exit 1, counted),
+    the background jobs are, and a worker on the source then answers both waiting clients."""
+    function = "ij_move_fg"
+    with gearmand(tmp_path / "a", []) as source, gearmand(tmp_path / "b", []) as target:
+        submit(source, jobs(30, (function,)))
+        php = (
+            "$c = new GearmanClient(); $c->addServer('127.0.0.1', (int)$argv[1]);"
+            "echo $c->doNormal($argv[2], 'php-waits');"
+        )
+        with (
+            subprocess.Popen(
+                ["gearman", "-h", "127.0.0.1", "-p", str(source.port), "-f", function, "--", "cli-waits"],
+                stdout=subprocess.PIPE,
+                text=True,
+            ) as cli,
+            subprocess.Popen(
+                ["php", "-r", php, str(source.port), function], stdout=subprocess.PIPE, text=True
+            ) as pclient,
+        ):
+            try:
+                deadline = time.monotonic() + 20
+                while waiting(source) < 32 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert waiting(source) == 32
+                done = run_mover("--from", source.address, "--to", target.address, "--json")
+                assert done.returncode == 1, done.stderr
+                summary = json.loads(done.stdout)
+                assert (summary["moved"], summary["foreground"], summary["left"]) == (30, 2, 2)
+                assert "2 foreground job(s) not moved" in done.stderr
+                assert waiting(target) == 30 and waiting(source) == 2
+                served = subprocess.run(
+                    [
+                        "gearman",
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        str(source.port),
+                        "-w",
+                        "-c",
+                        "2",
+                        "-f",
+                        function,
+                        "--",
+                        "tr",
+                        "a-z",
+                        "A-Z",
+                    ],
+                    timeout=60,
+                    check=False,
+                )
+                assert served.returncode == 0
+                assert cli.communicate(timeout=30)[0].strip() == "CLI-WAITS"
+                assert pclient.communicate(timeout=30)[0].strip() == "PHP-WAITS"
+            finally:
+                cli.kill()
+                pclient.kill()
