@@ -59,6 +59,9 @@ _SUBMIT: Final = {
 #: Jobs requested per batch: enough to hide the round trips, few enough that a crash duplicates little.
 DEFAULT_WINDOW: Final = 500
 CLIENT_ID_PREFIX: Final = "islandora-job-queue-move"
+#: A batch's payloads may all be in memory at once (waiting for the foreground question): batches shrink so that
+#: their expected size, from the payloads seen so far, stays under this.
+BATCH_BYTES: Final = 32 * 1024 * 1024
 
 
 class MoveRefused(IslandoraJobError):
@@ -255,6 +258,8 @@ class QueueMover:
         self._probe = _ForegroundProbe(source, connect_timeout=connect_timeout, io_timeout=io_timeout)
         self._selector = selectors.DefaultSelector()
         self._deferred: list[bytes] = []
+        self._seen_jobs = 0  # jobs grabbed so far, and their bytes: the payload size that sizes batches
+        self._seen_bytes = 0
 
     def __enter__(self) -> QueueMover:
         return self
@@ -313,7 +318,7 @@ class QueueMover:
             priority = next((p for p in PRIORITIES if waiting[p] > 0), None)
             if priority is None:
                 break
-            batch = _Batch(priority, min(waiting[priority], self.window))
+            batch = _Batch(priority, min(waiting[priority], self._window()))
             self._worker.send(b"".join(_encoded_grab for _ in range(batch.grabs)))
             self._run(batch, function)
             if batch.failure:
@@ -375,6 +380,8 @@ class QueueMover:
             if packet["task"].decode("utf-8", "replace") != function:
                 raise ProtocolError(f"{self.source} handed out a job of {packet['task']!r}, asked for {function!r}")
             batch.assigned += 1
+            self._seen_jobs += 1
+            self._seen_bytes += len(packet["data"]) + len(packet["unique"])
             if batch.failure:
                 return  # held until the mover closes the connection: gearmand then requeues it
             if packet["unique"]:  # is a client waiting for it? (a keyless job cannot be asked about)
@@ -445,6 +452,13 @@ class QueueMover:
             self._echo(self._worker)
 
     # -- helpers -----------------------------------------------------------------------------------------------
+
+    def _window(self) -> int:
+        """Jobs to request in the next batch: ``window``, fewer when payloads are large (see BATCH_BYTES)."""
+        if not self._seen_jobs:
+            return min(self.window, 16)  # the first batch of a move learns the payload size
+        average = max(self._seen_bytes // self._seen_jobs, 1)
+        return max(1, min(self.window, BATCH_BYTES // average))
 
     def _waiting(self, function: str) -> dict[str, int]:
         for p in self._admin.priority_status():

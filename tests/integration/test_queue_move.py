@@ -550,3 +550,17 @@ def test_foreground_jobs_stay_with_their_waiting_clients(tmp_path: Path) -> None
             finally:
                 cli.kill()
                 pclient.kill()
+
+
+def test_large_payloads_with_nul_bytes_arrive_intact(tmp_path: Path) -> None:
+    """3 MiB payloads (NUL bytes included), more than one batch's worth: each arrives byte for byte."""
+    size = 3 * 1024 * 1024
+    batch = [
+        ("ij_move_big", ("high", "normal", "low")[i % 3], f"big-{i}", bytes([i]) + b"\0" + os.urandom(size))
+        for i in range(24)
+    ]
+    with gearmand(tmp_path / "a", []) as source, gearmand(tmp_path / "b", []) as target:
+        submit(source, batch)
+        done = run_mover("--from", source.address, "--to", target.address)
+        assert done.returncode == 0, done.stderr
+        assert check_target(target, batch) == 0
