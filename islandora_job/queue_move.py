@@ -87,8 +87,8 @@ class FunctionMove:
         return sum(self.moved.values())
 
 
-#: progress(function, moved so far in this function, jobs the function had waiting at the start)
-Progress = Callable[[str, int, int], None]
+#: progress(function, moved so far in this function, jobs it had waiting at the start, whether it is done)
+Progress = Callable[[str, int, int, bool], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +312,7 @@ class QueueMover:
         self._worker.send_packet(Command.RESET_ABILITIES)
         self._worker.send_packet(Command.CAN_DO, function)
         if progress:
-            progress(function, 0, result.expected)
+            progress(function, 0, result.expected, False)
         while True:
             waiting = self._waiting(function)
             priority = next((p for p in PRIORITIES if waiting[p] > 0), None)
@@ -327,7 +327,7 @@ class QueueMover:
             self._echo(self._worker)  # every WORK_COMPLETE of the batch has been processed (and the row deleted)
             result.moved[priority] += batch.moved
             if progress:
-                progress(function, result.total, result.expected)
+                progress(function, result.total, result.expected, False)
             result.foreground += batch.foreground
             if batch.assigned == 0:
                 break  # gearmand counts jobs it will not hand out (another worker's, or scheduled): leave them
@@ -338,6 +338,8 @@ class QueueMover:
             self._worker.send_packet(Command.RESET_ABILITIES)
         # left behind: waiting jobs the mover could not grab, and jobs other workers hold (status counts those)
         result.left = next((s.total for s in self._admin.status() if s.function == function), 0)
+        if progress:
+            progress(function, result.total, result.expected, True)
         return result
 
     # -- one batch ---------------------------------------------------------------------------------------------

@@ -92,33 +92,31 @@ class ProgressReport:
         self.tty = out.isatty()
         self.started = time.monotonic()
         self.last_line = float("-inf")  # the first call always prints a line
-        self.done_before = 0  # jobs moved in functions already finished
-        self.function = ""
+        self.done_before = 0  # jobs moved in functions already done
+        self.function = ""  # the function whose bar is drawn and not yet ended by a newline
 
-    def __call__(self, function: str, moved: int, expected: int) -> None:
-        if function != self.function:
-            if self.function and self.tty:
-                self.out.write("\n")
-            self.function = function
-        done = self.done_before + moved
+    def __call__(self, function: str, moved: int, expected: int, done: bool) -> None:
+        moved_in_all = self.done_before + moved
         now = time.monotonic()
-        rate = done / max(now - self.started, 1e-6)
-        finished = moved >= expected
+        rate = moved_in_all / max(now - self.started, 1e-6)
         if self.tty:
             width = 30
-            filled = width if not self.total else min(width, width * done // self.total)
+            filled = width if not self.total else min(width, width * moved_in_all // self.total)
             bar = "#" * filled + "-" * (width - filled)
-            self.out.write(f"\r{function}: [{bar}] {done}/{self.total} jobs, {rate:.0f}/s ")
-            self.out.flush()
-        elif finished or now - self.last_line >= self.interval:
-            self.out.write(f"{function}: {moved}/{expected} moved ({done}/{self.total} in all, {rate:.0f}/s)\n")
-            self.out.flush()
-            self.last_line = now
-        if finished and moved:
-            self.done_before += moved
-            self.function = ""
-            if self.tty:
+            self.out.write(f"\r{function}: [{bar}] {moved_in_all}/{self.total} jobs, {rate:.0f}/s ")
+            self.function = function
+            if done:
                 self.out.write("\n")
+                self.function = ""
+        elif done or now - self.last_line >= self.interval:
+            self.out.write(
+                f"{function}: {moved}/{expected} moved ({moved_in_all}/{self.total} in all, {rate:.0f}/s)"
+                + (", done\n" if done else "\n")
+            )
+            self.last_line = now
+        self.out.flush()
+        if done:
+            self.done_before += moved
 
     def close(self) -> None:
         if self.tty and self.function:

@@ -18,27 +18,28 @@ class Terminal(io.StringIO):
 def test_the_bar_redraws_in_place_on_a_terminal() -> None:
     out = Terminal()
     report = ProgressReport(out, 300)
-    report("f1", 0, 200)
-    report("f1", 100, 200)
-    report("f1", 200, 200)
-    report("f2", 100, 100)
+    report("f1", 0, 200, False)
+    report("f1", 100, 200, False)
+    report("f1", 190, 200, True)  # done short of expected: jobs left behind
+    report("f2", 100, 100, False)
     report.close()
     text = out.getvalue()
     assert "\rf1: [##########--------------------] 100/300 jobs" in text
-    assert "\rf2: [##############################] 300/300 jobs" in text
-    assert text.count("\n") == 2, "one finished line per function, the rest redrawn with \\r"
+    assert "\rf2: [#############################-] 290/300 jobs" in text
+    assert text.count("\n") == 2, "one line per function: the rest is redrawn with \\r"
 
 
-def test_plain_lines_elsewhere_at_most_every_interval_and_at_each_end() -> None:
+def test_plain_lines_elsewhere_at_most_every_interval_and_when_a_function_is_done() -> None:
     out = io.StringIO()
     report = ProgressReport(out, 20, interval=3600)
     for moved in range(0, 11):
-        report("f", moved, 10)
-    report("g", 10, 10)
-    assert "\r" not in out.getvalue()
+        report("f", moved, 12, False)
+    report("f", 10, 12, True)
+    report("g", 8, 8, True)
     lines = out.getvalue().splitlines()
-    assert [line.split(" moved")[0] for line in lines] == ["f: 0/10", "f: 10/10", "g: 10/10"]
-    assert lines[-1].startswith("g: 10/10 moved (20/20 in all, ")
+    assert "\r" not in out.getvalue()
+    assert [line.split(" moved")[0] for line in lines] == ["f: 0/12", "f: 10/12", "g: 8/8"]
+    assert lines[-1].startswith("g: 8/8 moved (18/20 in all, ") and lines[-1].endswith(", done")
 
 
 @pytest.mark.parametrize(
