@@ -313,9 +313,11 @@ class QueueMover:
         self._worker.send_packet(Command.CAN_DO, function)
         if progress:
             progress(function, 0, result.expected, False)
+        # jobs gearmand counts but will not hand out (scheduled for later, or another worker's): per priority
+        stuck = dict.fromkeys(PRIORITIES, 0)
         while True:
             waiting = self._waiting(function)
-            priority = next((p for p in PRIORITIES if waiting[p] > 0), None)
+            priority = next((p for p in PRIORITIES if waiting[p] > stuck[p]), None)
             if priority is None:
                 break
             batch = _Batch(priority, min(waiting[priority], self._window()))
@@ -329,8 +331,8 @@ class QueueMover:
             if progress:
                 progress(function, result.total, result.expected, False)
             result.foreground += batch.foreground
-            if batch.assigned == 0:
-                break  # gearmand counts jobs it will not hand out (another worker's, or scheduled): leave them
+            if batch.exhausted:  # NO_JOB: what is still counted at this priority cannot be grabbed; go lower
+                stuck[priority] = self._waiting(function)[priority]
         self._complete_deferred()
         if result.foreground:
             self._release_held()

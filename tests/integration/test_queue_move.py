@@ -563,3 +563,28 @@ def test_large_payloads_with_nul_bytes_arrive_intact(tmp_path: Path) -> None:
         done = run_mover("--from", source.address, "--to", target.address)
         assert done.returncode == 0, done.stderr
         assert check_target(target, batch) == 0
+
+
+def test_a_scheduled_job_not_yet_due_is_left_and_reported(tmp_path: Path) -> None:
+    """SUBMIT_JOB_EPOCH (type 36, not in python-gearman's table) an hour ahead: counted by gearmand, never handed
+    out before its time, and (gearmand 1.1.20) it blocks the function's lower-priority jobs for every worker
+    too. The mover moves what gearmand hands out, neither hangs nor claims more, and reports the rest."""
+    import socket
+    import struct
+
+    with backend("sqlite", tmp_path / "old-store") as old_args:
+        with gearmand(tmp_path / "a", old_args) as source, gearmand(tmp_path / "b", []) as target:
+            submit(source, jobs(9, ("ij_move_epoch",)))
+            body = b"ij_move_epoch\0epoch-1\0" + str(int(time.time()) + 3600).encode() + b"\0later"
+            with socket.create_connection(("127.0.0.1", source.port), timeout=10) as sock:
+                sock.sendall(b"\0REQ" + struct.pack("!II", 36, len(body)) + body)
+                assert sock.recv(100).startswith(b"\0RES\0\0\0\x08")  # JOB_CREATED
+            done = run_mover("--from", source.address, "--to", target.address, "--json", timeout=60)
+            assert done.returncode == 1, done.stderr
+            summary = json.loads(done.stdout)
+            # jobs(9): 3 high, 3 normal, 3 low; the scheduled job is normal and holds back the low ones
+            assert (summary["moved"], summary["left"]) == (6, 4)
+            assert "4 job(s) stay on" in done.stderr
+            assert priority_status(target) == {"ij_move_epoch": (3, 3, 0)}
+            source.restart()
+            assert priority_status(source) == {"ij_move_epoch": (0, 1, 3)}, "the jobs left are still stored"
