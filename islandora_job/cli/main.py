@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from islandora_job import __version__
-from islandora_job.cli import exit_codes, jobs, worker
+from islandora_job.cli import exit_codes, jobs, queue, worker
 from islandora_job.errors import ConfigError
 
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     jobs.register(commands)
     worker.register(commands)
+    queue.register(commands)
     return parser
 
 
