@@ -213,6 +213,7 @@ def _as_dict(letter: DeadLetter, with_payload: bool) -> dict[str, Any]:
         "failed_at": letter.failed_at,
         "requeued_at": letter.requeued_at,
         "requeued_handle": letter.requeued_handle,
+        "payload_size": letter.payload_size,
     }
     if with_payload:
         document["payload"] = letter.payload.decode("utf-8", "replace")
@@ -262,6 +263,10 @@ def cmd_dead_requeue(args: argparse.Namespace) -> int:
         letter = store.get(letter_id)
         if letter is None:
             print(f"islandora-job: no dead letter {letter_id}", file=sys.stderr)
+            status = exit_codes.JOB_FAILED
+            continue
+        if letter.truncated:
+            print(f"islandora-job: dead letter {letter.id}: payload was cut when stored; not requeued", file=sys.stderr)
             status = exit_codes.JOB_FAILED
             continue
         request = JobRequest(letter.function, raw=letter.payload)

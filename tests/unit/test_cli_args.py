@@ -37,4 +37,4 @@ def test_submit_arguments_parse() -> None:
         ["submit", "job", "1", "a b", "--server", "h:1", "--server", "h:2", "--background", "--dedupe", "--uid", "3"]
     )
     assert args.name == "job" and args.args == ["1", "a b"]
-    assert args.server == ["h:1", "h:2"] and args.background and args.dedupe and args.uid == "3"
+    assert args.server == ["h:1", "h:2"] and args.background and args.dedupe and args.uid == 3

@@ -80,7 +80,14 @@ def test_pool_metrics_survive_recycling() -> None:
 def test_dead_letter_store(tmp_path: Path) -> None:
     store = DeadLetterStore(str(tmp_path / "sub" / "dl.sqlite3"))
     first = store.record(
-        function="f", name="n", handle="H:1", unique="u", payload=b"\x00p", error="e", attempts=3, failed_at=1.0
+        function="f",
+        name="n",
+        handle="H:1",
+        unique="u",
+        payload=b"\x00p",
+        error="e",
+        attempts=3,
+        failed_at=time.time() - 7200,
     )
     second = store.record(function="g", name="n", handle="H:2", unique="", payload=b"q", error="e2", attempts=1)
     assert [letter.id for letter in store.list()] == [second, first]
