@@ -249,15 +249,18 @@ class AdminClient:
         while (end := self._buffer.find(b"\n", self._scanned)) < 0:
             self._scanned = len(self._buffer)
             remaining = self._answer_by - time.monotonic()
-            if remaining <= 0:
-                self.close()
-                raise ConnectionLost(str(self.address), f"no complete admin answer within {self.answer_timeout:g}s")
             try:
+                if remaining <= 0:
+                    raise TimeoutError
                 sock.settimeout(min(self.timeout, remaining))
                 chunk = sock.recv(65536)
             except OSError as exc:
                 self.close()
-                raise ConnectionLost(str(self.address), describe_os_error(exc)) from exc
+                if isinstance(exc, TimeoutError) and remaining <= self.timeout:
+                    reason = f"no complete admin answer within {self.answer_timeout:g}s"
+                else:
+                    reason = describe_os_error(exc)
+                raise ConnectionLost(str(self.address), reason) from exc
             if not chunk:
                 self.close()
                 raise ConnectionLost(str(self.address), "closed by the server")

@@ -16,7 +16,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any, TextIO, cast
+from typing import Any, NoReturn, TextIO, cast
 
 from islandora_job import __version__
 from islandora_job.cli import exit_codes, jobs, worker
@@ -26,8 +26,15 @@ from islandora_job.errors import ConfigError
 from islandora_job.logsetup import escape_controls
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line that says what is wrong (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(exit_codes.USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="islandora-job",
         description="Submit and inspect Gearman jobs, and run the islandora-job worker.",
     )
