@@ -185,6 +185,10 @@ _ENV_KEYS: Final = (
     "logging.json",
     "metrics.listen",
     "dead_letters.path",
+    "dead_letters.max_size_mb",
+    "dead_letters.max_age_days",
+    "dead_letters.max_payload_kb",
+    "dead_letters.lock_timeout",
 )
 _LIST_KEYS: Final = frozenset({"servers", "jobs_modules", "multisite_prefixes"})
 

@@ -204,3 +204,21 @@ def test_a_locked_store_does_not_stall_the_job_loop(tmp_path: Path, caplog: pyte
     assert elapsed < 3.0, f"three records waited {elapsed:.1f}s for a lock"  # 10 s each before
     _assert_logged_and_counted(caplog, "handle=H:host:3", b"locked-out")
     assert _record(store, 5) > 0  # the lock is gone: recording works again
+
+
+def test_the_caps_come_from_the_worker_configuration() -> None:
+    from islandora_job.config import build
+    from islandora_job.errors import ConfigError
+
+    default = DeadLetterStore.from_config(build({}, "f").dead_letters)
+    assert (default.max_bytes, default.max_age, default.max_payload, default.timeout) == (
+        256 * 1024 * 1024,
+        30 * 86400,
+        1024 * 1024,
+        0.2,
+    )
+    table = {"max_size_mb": 8, "max_age_days": 0.5, "max_payload_kb": 64, "lock_timeout": 0.05}
+    store = DeadLetterStore.from_config(build({"dead_letters": table}, "f").dead_letters)
+    assert (store.max_bytes, store.max_age, store.max_payload, store.timeout) == (8 << 20, 43200, 64 << 10, 0.05)
+    with pytest.raises(ConfigError, match=r"dead_letters\.max_size_mb"):
+        build({"dead_letters": {"max_size_mb": 0}}, "f")
