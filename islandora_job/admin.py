@@ -19,6 +19,8 @@ from islandora_job.errors import ConnectionLost, IslandoraJobError, ProtocolErro
 #: An admin answer larger than this is not an answer gearmand would give (a ``status`` line is ~50 bytes: this is
 #: over 300,000 functions). It bounds the client's memory against a server that never ends its list.
 MAX_ANSWER = 16 * 1024 * 1024
+#: And at most this many lines (a line costs ~60 bytes of Python objects however short it is on the wire).
+MAX_LINES = 200_000
 #: The longest one command's whole answer may take, however steadily the bytes trickle in.
 ANSWER_TIMEOUT = 30.0
 
@@ -288,6 +290,9 @@ class AdminClient:
         while (line := self._read_line()) != ".":
             if not lines and line.startswith("ERR"):
                 parse_ok(line)
+            if len(lines) >= MAX_LINES:
+                self.close()
+                raise ProtocolError(f"{self.address}: admin answer exceeds {MAX_LINES} lines")
             lines.append(line)
         return lines
 

@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 class _Escaping:
     """A text stream that writes through to another with control characters escaped (newlines and tabs kept).
 
-    A closed or full stream raises :class:`OutputFailed`, one error the entry point turns into exit code 5.
+    A closed or full stdout raises :class:`OutputFailed`, one error the entry point turns into exit code 5; a
+    closed or full stderr is ignored (there is nowhere to say so, and the exit code still tells what happened).
     """
 
     def __init__(self, stream: TextIO | None, name: str) -> None:
@@ -57,11 +58,17 @@ class _Escaping:
 
     def write(self, text: str) -> int:
         if self._stream is None:
-            raise OutputFailed(f"{self._name} is closed")
+            return self._failed(OSError(f"{self._name} is closed"), len(text))
         try:
             return self._stream.write(escape_controls(text, keep="\n\t"))
         except (OSError, ValueError) as exc:
-            raise OutputFailed(f"cannot write to {self._name}: {exc}") from exc
+            return self._failed(exc, len(text))
+
+    def _failed(self, exc: Exception, size: int) -> int:
+        """stdout's loss is the command's failure (exit 5); stderr's is not: a job's exit code must survive it."""
+        if self._name == "stderr":
+            return size
+        raise OutputFailed(f"cannot write to {self._name}: {exc}") from exc
 
     def flush(self) -> None:
         if self._stream is None:
@@ -69,7 +76,7 @@ class _Escaping:
         try:
             self._stream.flush()
         except (OSError, ValueError) as exc:
-            raise OutputFailed(f"cannot write to {self._name}: {exc}") from exc
+            self._failed(exc, 0)
 
     def isatty(self) -> bool:
         return self._stream is not None and self._stream.isatty()

@@ -229,11 +229,9 @@ def cmd_dead_list(args: argparse.Namespace) -> int:
     print(f"{'ID':>6} {'FAILED AT':<19} {'FUNCTION':<28} {'TRIES':>5} {'REQUEUED':<8} ERROR")
     for letter in letters:
         requeued = "yes" if letter.requeued_at else "no"
-        error = letter.error.splitlines()[0][:80] if letter.error else ""
-        print(
-            f"{letter.id:>6} {_when(letter.failed_at):<19} {letter.function:<28} {letter.attempts:>5} "
-            f"{requeued:<8} {error}"
-        )
+        error = logsetup.escape_controls(letter.error.splitlines()[0][:80] if letter.error else "")
+        function = logsetup.escape_controls(letter.function)
+        print(f"{letter.id:>6} {_when(letter.failed_at):<19} {function:<28} {letter.attempts:>5} {requeued:<8} {error}")
     return exit_codes.OK
 
 

@@ -222,3 +222,16 @@ def test_the_caps_come_from_the_worker_configuration() -> None:
     assert (store.max_bytes, store.max_age, store.max_payload, store.timeout) == (8 << 20, 43200, 64 << 10, 0.05)
     with pytest.raises(ConfigError, match=r"dead_letters\.max_size_mb"):
         build({"dead_letters": {"max_size_mb": 0}}, "f")
+
+
+def test_dead_letters_list_escapes_what_the_network_wrote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "dl.sqlite3"
+    _record(DeadLetterStore(str(path)), 1, function="f\n    99 forged row", error="boom\x1b[2J\x9b31m")
+    assert main(["dead-letters", "--path", str(path), "list"]) == 0
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) == 2, out  # the header and one letter
+    assert "f\\n    99 forged row" in out and "boom\\u001b[2J\\u009b31m" in out
+    assert main(["dead-letters", "--path", str(path), "show", "1"]) == 0
+    shown = capsys.readouterr().out
+    assert "\x1b" not in shown and "\x9b" not in shown
+    assert json.loads(shown)["error"] == "boom\x1b[2J\x9b31m"  # escaped for the terminal, exact as JSON
