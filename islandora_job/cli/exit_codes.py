@@ -17,3 +17,5 @@ UNREACHABLE: Final = 3
 OUTCOME_UNKNOWN: Final = 4
 #: The command did its work but could not write its output (stdout closed or full).
 OUTPUT_FAILED: Final = 5
+#: A bug: an error nobody foresaw, reported in one line (``ISLANDORA_JOB_DEBUG=1`` shows its traceback).
+INTERNAL: Final = 70

@@ -131,6 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return exit_codes.USAGE if isinstance(exc, ConfigError) else exit_codes.JOB_FAILED
         except KeyboardInterrupt:
             return 130
+        except Exception as exc:
+            if args.command == "worker" or os.environ.get("ISLANDORA_JOB_DEBUG"):
+                raise  # the service's journal wants the whole traceback
+            _complain(f"internal error: {type(exc).__name__}: {exc} (ISLANDORA_JOB_DEBUG=1 shows the traceback)")
+            return exit_codes.INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

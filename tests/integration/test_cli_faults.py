@@ -308,3 +308,12 @@ def test_function_names_and_client_ids_reach_the_terminal_escaped(gearmand: Gear
         assert "\x1b" not in result.stdout and "\x07" not in result.stdout
         assert "fn\\u001b]0;t\\u0007" in result.stdout, result.stdout
     assert "id\\u001b[2Jx" in workers.stdout
+
+
+def test_the_client_takes_an_infinite_timeout(gearmand: Gearmand) -> None:
+    """The API's timeout=inf (or 1e300) means no deadline: the selector's wait is capped, not overflowed."""
+    from islandora_job.client import JobClient
+
+    with cli_worker(gearmand.port, "echo", "cat"), JobClient([gearmand.address]) as client:
+        assert b'"args":["x"]' in client.submit("echo", "x", timeout=float("inf"))
+        assert b'"args":["y"]' in client.submit("echo", "y", timeout=1e300)

@@ -39,3 +39,16 @@ def test_submit_arguments_parse() -> None:
     )
     assert args.name == "job" and args.args == ["1", "a b"]
     assert args.server == ["h:1", "h:2"] and args.background and args.dedupe and args.uid == 3
+
+
+def test_an_unforeseen_error_is_one_line_and_exit_70(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(_args: object) -> None:
+        raise RuntimeError("a bug\x1b[2J")
+
+    monkeypatch.setattr("islandora_job.cli.jobs._servers", broken)
+    monkeypatch.delenv("ISLANDORA_JOB_DEBUG", raising=False)
+    assert main(["version"]) == 70
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("islandora-job: internal error: RuntimeError: a bug\\u001b[2J")
