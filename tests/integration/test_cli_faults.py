@@ -317,3 +317,15 @@ def test_the_client_takes_an_infinite_timeout(gearmand: Gearmand) -> None:
     with cli_worker(gearmand.port, "echo", "cat"), JobClient([gearmand.address]) as client:
         assert b'"args":["x"]' in client.submit("echo", "x", timeout=float("inf"))
         assert b'"args":["y"]' in client.submit("echo", "y", timeout=1e300)
+
+
+def test_a_job_output_is_escaped_on_a_terminal_and_raw_in_a_pipe(gearmand: Gearmand) -> None:
+    """``script`` gives the command a real terminal; a pipe gets the job's bytes unchanged."""
+    with cli_worker(gearmand.port, "raw", "printf", "\\033[31mX\\tY\\n"):
+        tty = subprocess.run(
+            ["script", "-qec", f"{CLI} submit raw --server {gearmand.address}", "/dev/null"],
+            capture_output=True, timeout=30,
+        )  # fmt: skip
+        piped = run("submit", "raw", "--server", gearmand.address)
+    assert tty.returncode == 0 and tty.stdout.replace(b"\r\n", b"\n") == b"\\u001b[31mX\tY\n", tty.stdout
+    assert piped.returncode == 0 and piped.stdout == "\x1b[31mX\tY\n"
