@@ -45,6 +45,7 @@ from typing import Final, NamedTuple, Protocol
 
 from islandora_job.address import ServerAddress
 from islandora_job.backoff import Backoff
+from islandora_job.bridge import kill_command_groups
 from islandora_job.codec import Command, Packet, encode
 from islandora_job.connection import ConnectFailed, Connection
 from islandora_job.context import Reporter
@@ -573,6 +574,7 @@ class Worker:
     def _expired(self, token: object) -> None:
         """Watchdog thread, holding the lock: answer the hung job, record it, and end this process."""
         assert isinstance(token, _Job)
+        kill_command_groups()  # a command runs in its own session: its whole tree goes before this process does
         reason = f"job {token.name} timed out after {token.timeout:g}s"
         try:
             token.link.send(token.link.outbox + self._failure(token.handle, reason))

@@ -173,7 +173,7 @@ def cmd_list_jobs(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
-        config = config_module.load(args.file, environ={})
+        config = config_module.load(args.file, environ={}, check_commands=True)
         config = runtime.run_discovery(config)
         built = runtime.build(config)
     except ConfigError as exc:
