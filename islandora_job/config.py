@@ -67,6 +67,12 @@ class MetricsConfig:
 @dataclass(frozen=True, slots=True)
 class DeadLettersConfig:
     path: str = "/var/lib/islandora-job/dead-letters.sqlite3"
+    #: The store's cap (``max_size_mb``), retention (``max_age_days``), stored payload cap (``max_payload_kb``) and
+    #: the longest a record waits for another process's lock (``lock_timeout``), in bytes and seconds.
+    max_bytes: int = 256 * 1024 * 1024
+    max_age: float = 30 * 86400.0
+    max_payload: int = 1024 * 1024
+    lock_timeout: float = 0.2
 
 
 DEFAULT_DEAD_LETTERS: Final = DeadLettersConfig().path
@@ -187,6 +193,10 @@ _ENV_KEYS: Final = (
     "logging.json",
     "metrics.listen",
     "dead_letters.path",
+    "dead_letters.max_size_mb",
+    "dead_letters.max_age_days",
+    "dead_letters.max_payload_kb",
+    "dead_letters.lock_timeout",
 )
 _LIST_KEYS: Final = frozenset({"servers", "jobs_modules", "multisite_prefixes"})
 
@@ -369,7 +379,13 @@ def build(
     metrics_table.done()
 
     dead_table = top.table("dead_letters")
-    dead_letters = DeadLettersConfig(path=dead_table.text("path", DEFAULT_DEAD_LETTERS))
+    dead_letters = DeadLettersConfig(
+        path=dead_table.text("path", DEFAULT_DEAD_LETTERS),
+        max_bytes=dead_table.integer("max_size_mb", 256, minimum=1) * 1024 * 1024,
+        max_age=dead_table.number("max_age_days", 30, positive=True) * 86400,
+        max_payload=dead_table.integer("max_payload_kb", 1024, minimum=1) * 1024,
+        lock_timeout=dead_table.number("lock_timeout", 0.2, positive=True),
+    )
     dead_table.done()
 
     command_jobs = _command_jobs(top, check_commands)
