@@ -82,6 +82,12 @@ class _Escaping:
     def isatty(self) -> bool:
         return self._stream is not None and self._stream.isatty()
 
+    @property
+    def raw_stream(self) -> TextIO | None:
+        """The stream underneath, for output that must keep a control character of its own (a progress bar's
+        carriage return) and escapes every text from the network itself."""
+        return self._stream
+
     def __getattr__(self, name: str) -> Any:
         if self._stream is None:
             raise OutputFailed(f"{self._name} is closed")

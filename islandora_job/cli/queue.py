@@ -9,6 +9,7 @@ otherwise. Exit codes: 0 every waiting job moved; 1 the move stopped part way or
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -17,6 +18,7 @@ from typing import Any, TextIO
 from islandora_job.address import ServerAddress
 from islandora_job.cli import exit_codes
 from islandora_job.errors import ConfigError, ConnectionLost, ProtocolError, ServerUnavailable
+from islandora_job.logsetup import escape_controls
 from islandora_job.queue_move import (
     DEFAULT_WINDOW,
     PRIORITIES,
@@ -87,6 +89,9 @@ class ProgressReport:
 
     def __init__(self, out: TextIO, total: int, *, interval: float = 5.0) -> None:
         self.out = out
+        # A bar redrawn in place needs its carriage return; the escaping wrapper of the CLI would print it as "\\r".
+        # Function names come from the network, so they are escaped here instead.
+        self.bar_out: TextIO = getattr(out, "raw_stream", None) or out
         self.total = total
         self.interval = interval
         self.tty = out.isatty()
@@ -94,6 +99,12 @@ class ProgressReport:
         self.last_line = float("-inf")  # the first call always prints a line
         self.done_before = 0  # jobs moved in functions already done
         self.function = ""  # the function whose bar is drawn and not yet ended by a newline
+
+    def _draw(self, text: str) -> None:
+        """A lost terminal must not stop a move: the bar is only decoration, the summary and exit code tell."""
+        with contextlib.suppress(OSError, ValueError):
+            self.bar_out.write(text)
+            self.bar_out.flush()
 
     def __call__(self, function: str, moved: int, expected: int, done: bool) -> None:
         moved_in_all = self.done_before + moved
@@ -103,7 +114,7 @@ class ProgressReport:
             width = 30
             filled = width if not self.total else min(width, width * moved_in_all // self.total)
             bar = "#" * filled + "-" * (width - filled)
-            self.out.write(f"\r{function}: [{bar}] {moved_in_all}/{self.total} jobs, {rate:.0f}/s ")
+            self._draw(f"\r{escape_controls(function)}: [{bar}] {moved_in_all}/{self.total} jobs, {rate:.0f}/s ")
             self.function = function
             if done:
                 self.out.write("\n")

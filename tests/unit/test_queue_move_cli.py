@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import io
+from typing import TextIO, cast
 
 import pytest
 
-from islandora_job.cli.main import main
+from islandora_job.cli.main import _Escaping, main
 from islandora_job.cli.queue import ProgressReport
 
 
@@ -27,6 +28,17 @@ def test_the_bar_redraws_in_place_on_a_terminal() -> None:
     assert "\rf1: [##########--------------------] 100/300 jobs" in text
     assert "\rf2: [#############################-] 290/300 jobs" in text
     assert text.count("\n") == 2, "one line per function: the rest is redrawn with \\r"
+
+
+def test_the_bar_keeps_its_carriage_return_under_the_cli_escaping_and_escapes_names() -> None:
+    """The CLI wraps stderr in an escaping stream (a function name from the network must not drive the terminal);
+    the bar still redraws in place, and only the name is escaped."""
+    out = Terminal()
+    report = ProgressReport(cast(TextIO, _Escaping(out, "stderr")), 10)
+    report("evil\x1b[2J", 5, 10, False)
+    text = out.getvalue()
+    assert text.startswith("\revil\\u001b[2J: [")
+    assert "\x1b" not in text
 
 
 def test_plain_lines_elsewhere_at_most_every_interval_and_when_a_function_is_done() -> None:
