@@ -8,6 +8,7 @@ by ``.`` back. The parsers are plain functions over the text so they can be test
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
@@ -15,8 +16,13 @@ from islandora_job.address import ServerAddress
 from islandora_job.connection import describe_os_error
 from islandora_job.errors import ConnectionLost, IslandoraJobError, ProtocolError, ServerUnavailable
 
-#: An admin answer larger than this is not an answer gearmand would give.
-MAX_ANSWER = 64 * 1024 * 1024
+#: An admin answer larger than this is not an answer gearmand would give (a ``status`` line is ~50 bytes: this is
+#: over 300,000 functions). It bounds the client's memory against a server that never ends its list.
+MAX_ANSWER = 16 * 1024 * 1024
+#: And at most this many lines (a line costs ~60 bytes of Python objects however short it is on the wire).
+MAX_LINES = 200_000
+#: The longest one command's whole answer may take, however steadily the bytes trickle in.
+ANSWER_TIMEOUT = 30.0
 
 
 class AdminError(IslandoraJobError):
@@ -145,11 +151,24 @@ def parse_ok(line: str) -> str:
 class AdminClient:
     """One admin session with one gearmand. Use as a context manager, or call :meth:`close`."""
 
-    def __init__(self, address: ServerAddress | str, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        address: ServerAddress | str,
+        *,
+        timeout: float = 5.0,
+        max_answer: int = MAX_ANSWER,
+        answer_timeout: float = ANSWER_TIMEOUT,
+    ) -> None:
         self.address = address if isinstance(address, ServerAddress) else ServerAddress.parse(address)
         self.timeout = timeout
+        self.max_answer = max_answer
+        self.answer_timeout = answer_timeout
         self._sock: socket.socket | None = None
-        self._buffer = b""
+        self._buffer = bytearray()
+        #: Where the search for the next newline resumes: each byte is scanned once, not once per recv.
+        self._scanned = 0
+        self._answer_bytes = 0
+        self._answer_by = 0.0
 
     def __enter__(self) -> AdminClient:
         return self
@@ -161,7 +180,8 @@ class AdminClient:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-        self._buffer = b""
+        self._buffer = bytearray()
+        self._scanned = 0
 
     # -- commands ----------------------------------------------------------------------------------------------
 
@@ -218,6 +238,8 @@ class AdminClient:
 
     def _send(self, command: str) -> None:
         sock = self._connect()
+        self._answer_bytes = len(self._buffer)
+        self._answer_by = time.monotonic() + self.answer_timeout
         try:
             sock.sendall(command.encode("utf-8") + b"\n")
         except OSError as exc:
@@ -226,20 +248,32 @@ class AdminClient:
 
     def _read_line(self) -> str:
         sock = self._connect()
-        while b"\n" not in self._buffer:
-            if len(self._buffer) > MAX_ANSWER:
-                self.close()
-                raise ProtocolError(f"{self.address}: admin answer exceeds {MAX_ANSWER} bytes")
+        while (end := self._buffer.find(b"\n", self._scanned)) < 0:
+            self._scanned = len(self._buffer)
+            remaining = self._answer_by - time.monotonic()
             try:
+                if remaining <= 0:
+                    raise TimeoutError
+                sock.settimeout(min(self.timeout, remaining))
                 chunk = sock.recv(65536)
             except OSError as exc:
                 self.close()
-                raise ConnectionLost(str(self.address), describe_os_error(exc)) from exc
+                if isinstance(exc, TimeoutError) and remaining <= self.timeout:
+                    reason = f"no complete admin answer within {self.answer_timeout:g}s"
+                else:
+                    reason = describe_os_error(exc)
+                raise ConnectionLost(str(self.address), reason) from exc
             if not chunk:
                 self.close()
                 raise ConnectionLost(str(self.address), "closed by the server")
+            self._answer_bytes += len(chunk)
+            if self._answer_bytes > self.max_answer:
+                self.close()
+                raise ProtocolError(f"{self.address}: admin answer exceeds {self.max_answer} bytes")
             self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        self._scanned = 0
         try:
             return line.decode("utf-8").rstrip("\r")
         except UnicodeDecodeError:
@@ -256,6 +290,9 @@ class AdminClient:
         while (line := self._read_line()) != ".":
             if not lines and line.startswith("ERR"):
                 parse_ok(line)
+            if len(lines) >= MAX_LINES:
+                self.close()
+                raise ProtocolError(f"{self.address}: admin answer exceeds {MAX_LINES} lines")
             lines.append(line)
         return lines
 

@@ -7,7 +7,12 @@ is the reason. This is what ``gearman -w -f NAME -- drush ... islandora-job-rout
 * the only substitutions are ``{site}`` and ``{uid}``, done only after validation: the payload's site must be one of
   the entry's ``allowed_sites`` and its uid an integer in ``allowed_uids`` (what the original multisite router
   checked); a substituted value is never split, so it stays inside its one argument;
-* its own time limit: on expiry the whole process group is killed (drush starts php, which must die too);
+* its own time limit: on expiry the whole process group is killed (drush starts php, which must die too); the
+  groups of the commands running in this process are known (:func:`kill_command_groups`), so the worker's watchdog
+  kills them too before it ends the process, and the pool supervisor (a child subreaper) kills whatever a worker
+  process that died left behind;
+* a uid is accepted only as a JSON integer or a string of at most :data:`MAX_UID_DIGITS` ASCII digits: anything
+  else (``"--5"``, ``"¹"``, 5,000 digits) is refused as a job failure, never an exception in the worker;
 * stdout is capped at ``max_output_bytes`` (the rest is read and dropped), stderr keeps its last 2 KiB.
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import selectors
 import signal
 import subprocess
@@ -32,6 +38,11 @@ log = logging.getLogger(__name__)
 STDERR_TAIL = 2048
 #: After the command exits, how long its pipes may stay open (held by a leftover grandchild) before we stop.
 PIPE_GRACE = 1.0
+#: A uid is a Drupal user id: a 32-bit unsigned integer at most, so 10 digits.
+MAX_UID_DIGITS = 10
+_UID_TEXT = re.compile(rf"[0-9]{{1,{MAX_UID_DIGITS}}}", re.ASCII)
+#: Process groups of the commands running now in this process (one per thread that runs a command).
+_RUNNING_GROUPS: set[int] = set()
 
 
 class BridgeRefused(Exception):
@@ -69,10 +80,14 @@ class CommandJob:
                 raise BridgeRefused(f"site {payload.site!r} is not in allowed_sites")
             site = payload.site
         if wants_uid or self.config.allowed_uids:
-            raw = None if payload is None else payload.uid
+            if payload is None:
+                raise BridgeRefused("payload has no uid (it is not a valid islandora_job payload)")
+            raw = payload.uid
             uid = _as_uid(raw)
             if uid is None:
-                raise BridgeRefused(f"uid {raw!r} is not an integer")
+                shown = raw if not isinstance(raw, str) or len(raw) <= 40 else f"{raw[:40]}… ({len(raw)} characters)"
+                expected = f"an integer, or 1 to {MAX_UID_DIGITS} ASCII digits"
+                raise BridgeRefused(f"uid {shown!r} is not a user id ({expected})")
             if uid not in self.config.allowed_uids:
                 raise BridgeRefused(f"uid {uid} is not in allowed_uids")
         return [_fill(arg, site, uid) for arg in argv]
@@ -82,6 +97,9 @@ class CommandJob:
             argv = self.argv(payload)
         except BridgeRefused as exc:
             return Outcome.failure(f"command job {self.name!r} refused: {exc}")
+        except Exception as exc:  # a bug here must cost one job, never the worker process
+            log.exception("command job %s handle=%s: cannot build the command line", self.name, assignment.handle)
+            return Outcome.failure(f"command job {self.name!r} refused: {type(exc).__name__}: {exc}")
         try:
             done = run_command(argv, assignment.data, self.timeout, self.config.max_output_bytes)
         except OSError as exc:
@@ -105,12 +123,15 @@ class CommandJob:
 
 
 def _as_uid(value: object) -> int | None:
+    """The uid of a payload, or None. Only a non-negative JSON integer of at most MAX_UID_DIGITS digits, or a string
+    of that many ASCII digits (the module sends ``"1"``): ``str.isdigit`` accepts ``"¹"``, which ``int()`` refuses,
+    and ``int()`` refuses over 4,300 digits, so neither may decide."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
+        return value if 0 <= value < 10**MAX_UID_DIGITS else None
+    if isinstance(value, str) and _UID_TEXT.fullmatch(value):
+        return int(value)
     return None
 
 
@@ -133,6 +154,17 @@ def run_command(argv: Sequence[str], stdin: bytes, timeout: float, max_output: i
         start_new_session=True,  # its own process group, so we can kill everything it starts
         close_fds=True,
     )
+    _RUNNING_GROUPS.add(process.pid)
+    try:
+        return _collect(process, stdin, timeout, max_output)
+    except BaseException:
+        _kill_group(process)  # an error here must not leave the command running
+        _RUNNING_GROUPS.discard(process.pid)
+        process.wait()
+        raise
+
+
+def _collect(process: subprocess.Popen[bytes], stdin: bytes, timeout: float, max_output: int) -> Completed:
     assert process.stdin is not None and process.stdout is not None and process.stderr is not None
     deadline = time.monotonic() + timeout
     stdout = bytearray()
@@ -188,6 +220,7 @@ def run_command(argv: Sequence[str], stdin: bytes, timeout: float, max_output: i
         except subprocess.TimeoutExpired:
             timed_out = True  # it closed its output but kept running
     _kill_group(process)  # whatever is left of its process group goes too
+    _RUNNING_GROUPS.discard(process.pid)  # before the reap, after which the id may name another group
     returncode = process.wait()
     for stream in (process.stdin, process.stdout, process.stderr):
         with contextlib.suppress(OSError):
@@ -204,6 +237,20 @@ def run_command(argv: Sequence[str], stdin: bytes, timeout: float, max_output: i
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
+
+
+def kill_command_groups() -> int:
+    """SIGKILL the process group of every command running in this process; returns how many were signalled.
+
+    For the worker's watchdog, which ends the process while a command may be running: the command runs in its own
+    session, so without this its whole tree would outlive us, re-parented. Safe from any thread: it only signals.
+    """
+    killed = 0
+    for pgid in tuple(_RUNNING_GROUPS):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+            killed += 1
+    return killed
 
 
 def discover_names(argv: Sequence[str], timeout: float = 60.0) -> list[str]:

@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
-    store = DeadLetterStore(config.dead_letters.path) if config.dead_letters.path else None
+    store = DeadLetterStore.from_config(config.dead_letters) if config.dead_letters.path else None
     worker = Worker(
         config.servers,
         built.router,

@@ -60,6 +60,12 @@ PRIORITIES: tuple[str, ...] = ("high", "normal", "low")
 _OPTION = -1
 #: How often one submission may be re-sent after connections broke before gearmand acknowledged it.
 _MAX_SEND_ATTEMPTS = 3
+#: Seconds after which a server whose host stopped answering TCP (power loss, a dropped route) is declared dead,
+#: by TCP keepalive, while a foreground job waits on it. A live server that is frozen still answers TCP and is
+#: waited on for as long as the job may run, unless the caller gives a timeout.
+DEAD_PEER_TIMEOUT = 90.0
+#: The longest single wait in a selector (epoll's timeout is a 32-bit count of milliseconds).
+_MAX_WAIT = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +160,7 @@ class JobClient:
         max_in_flight: int = 1000,
         max_packet: int = DEFAULT_MAX_PACKET,
         retry_window: float = 5.0,
+        dead_peer: float = DEAD_PEER_TIMEOUT,
     ) -> None:
         if servers is None:
             addresses = servers_from_environment()
@@ -171,7 +178,13 @@ class JobClient:
         self.retry_window = retry_window
         self.io_timeout = io_timeout
         self._connections = {
-            address: Connection(address, connect_timeout=connect_timeout, io_timeout=io_timeout, max_packet=max_packet)
+            address: Connection(
+                address,
+                connect_timeout=connect_timeout,
+                io_timeout=io_timeout,
+                max_packet=max_packet,
+                dead_peer=dead_peer,
+            )
             for address in self.servers
         }
         self._backoff = {address: Backoff(initial=0.5, cap=30.0) for address in self.servers}
@@ -422,7 +435,7 @@ class _Batch:
             if self.drop_silent(now):
                 continue  # re-send what the silent server held before waiting again
             wake = min([t for t in (deadline, self.next_answer_due()) if t is not None], default=None)
-            for key, _ in self.selector.select(None if wake is None else max(wake - now, 0)):
+            for key, _ in self.selector.select(_MAX_WAIT if wake is None else min(max(wake - now, 0), _MAX_WAIT)):
                 connection: Connection = key.data
                 try:
                     packets = connection.receive()

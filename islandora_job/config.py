@@ -2,7 +2,9 @@
 
 Every key is checked here, once, before anything starts; an error reads ``SOURCE: key: reason``, where SOURCE is
 the file (or the environment variable, or the flag) the bad value came from. Unknown keys are errors too: a
-misspelt ``max_job`` silently ignored is how a pool ends up never recycling.
+misspelt ``max_job`` silently ignored is how a pool ends up never recycling. Every error of a file is reported at
+once, one per line (an operator fixing them one ``check-config`` run at a time is how a deploy takes an hour).
+``check-config`` also resolves each command's program (``argv[0]``) on PATH, at check time.
 
 The merged settings are a plain dict (what TOML gives); :func:`build` turns one into a frozen
 :class:`WorkerConfig`. The supervisor hands the same dict to its children as JSON, so a child cannot disagree with
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +69,12 @@ class MetricsConfig:
 @dataclass(frozen=True, slots=True)
 class DeadLettersConfig:
     path: str = "/var/lib/islandora-job/dead-letters.sqlite3"
+    #: The store's cap (``max_size_mb``), retention (``max_age_days``), stored payload cap (``max_payload_kb``) and
+    #: the longest a record waits for another process's lock (``lock_timeout``), in bytes and seconds.
+    max_bytes: int = 256 * 1024 * 1024
+    max_age: float = 30 * 86400.0
+    max_payload: int = 1024 * 1024
+    lock_timeout: float = 0.2
 
 
 DEFAULT_DEAD_LETTERS: Final = DeadLettersConfig().path
@@ -127,8 +136,13 @@ def load(
     path: str | None = None,
     overrides: Overrides = Overrides(),
     environ: Mapping[str, str] | None = None,
+    *,
+    check_commands: bool = False,
 ) -> WorkerConfig:
-    """Read the file (the default path may be absent), apply the environment, then the flags, and validate."""
+    """Read the file (the default path may be absent), apply the environment, then the flags, and validate.
+
+    ``check_commands``: also refuse a command job whose program cannot be found or run (see :func:`program_problem`).
+    """
     env = os.environ if environ is None else environ
     source = path or env.get(ENV_PREFIX + "CONFIG") or DEFAULT_PATH
     explicit = path is not None or ENV_PREFIX + "CONFIG" in env
@@ -146,7 +160,7 @@ def load(
     if overrides.concurrency is not None:
         settings["concurrency"] = overrides.concurrency
         origins["concurrency"] = "--concurrency"
-    return build(settings, source, origins)
+    return build(settings, source, origins, check_commands=check_commands)
 
 
 def read_file(path: str) -> dict[str, Any]:
@@ -182,6 +196,10 @@ _ENV_KEYS: Final = (
     "logging.json",
     "metrics.listen",
     "dead_letters.path",
+    "dead_letters.max_size_mb",
+    "dead_letters.max_age_days",
+    "dead_letters.max_payload_kb",
+    "dead_letters.lock_timeout",
 )
 _LIST_KEYS: Final = frozenset({"servers", "jobs_modules", "multisite_prefixes"})
 
@@ -228,24 +246,32 @@ def _env_scalar(text: str) -> Any:
 
 
 class _Table:
-    """Typed access to one table of the settings; errors name the key and where its value came from."""
+    """Typed access to one table of the settings; errors name the key and where its value came from.
 
-    def __init__(self, data: Any, source: str, prefix: str, origins: Mapping[str, str]) -> None:
+    An error is collected in ``errors`` (shared by the tables of one file) and the accessor returns its default, so
+    that validation goes on and every error is reported at once (:func:`build` raises them together).
+    """
+
+    def __init__(
+        self, data: Any, source: str, prefix: str, origins: Mapping[str, str], errors: list[str] | None = None
+    ) -> None:
         self.source, self.prefix, self.origins = source, prefix, origins
+        self.errors: list[str] = [] if errors is None else errors
+        self.used: set[str] = set()
         if not isinstance(data, dict):
             self.fail("", "must be a table")
+            data = {}
         self.data: dict[str, Any] = data
-        self.used: set[str] = set()
 
     def key(self, name: str) -> str:
         return f"{self.prefix}{name}"
 
-    def fail(self, name: str, reason: str) -> Any:
+    def fail(self, name: str, reason: str, fallback: Any = None) -> Any:
+        """Record an error about key ``name`` and return ``fallback`` (the value validation goes on with)."""
         key = self.key(name).rstrip(".") or "(top level)"
         origin = self.origins.get(key)
-        if origin is not None:
-            raise ConfigError(f"{origin}: {reason}")
-        raise ConfigError(f"{self.source}: {key}: {reason}")
+        self.errors.append(f"{origin}: {reason}" if origin is not None else f"{self.source}: {key}: {reason}")
+        return fallback
 
     def get(self, name: str, default: Any) -> Any:
         self.used.add(name)
@@ -254,17 +280,18 @@ class _Table:
     def integer(self, name: str, default: int, minimum: int = 0) -> int:
         value = self.get(name, default)
         if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(name, f"must be an integer, not {value!r}")
+            return int(self.fail(name, f"must be an integer, not {value!r}", default))
         if value < minimum:
-            self.fail(name, f"must be at least {minimum}, not {value}")
+            return int(self.fail(name, f"must be at least {minimum}, not {value}", default))
         return int(value)
 
     def number(self, name: str, default: float, *, positive: bool = False) -> float:
         value = self.get(name, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(name, f"must be a number of seconds, not {value!r}")
+            return float(self.fail(name, f"must be a number of seconds, not {value!r}", default))
         if value < 0 or (positive and value == 0):
-            self.fail(name, f"must be {'greater than' if positive else 'at least'} 0, not {value}")
+            reason = f"must be {'greater than' if positive else 'at least'} 0, not {value}"
+            return float(self.fail(name, reason, default))
         return float(value)
 
     def flag(self, name: str, default: bool) -> bool:
@@ -274,34 +301,40 @@ class _Table:
         if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
             return bool(value)
         if not isinstance(value, bool):
-            self.fail(name, f"must be true or false, not {value!r}")
+            return bool(self.fail(name, f"must be true or false, not {value!r}", default))
         return bool(value)
 
     def text(self, name: str, default: str) -> str:
         value = self.get(name, default)
         if not isinstance(value, str):
-            self.fail(name, f"must be a string, not {value!r}")
+            return str(self.fail(name, f"must be a string, not {value!r}", default))
         return str(value)
 
     def strings(self, name: str, default: Sequence[str] = (), *, nonempty: bool = False) -> tuple[str, ...]:
         value = self.get(name, list(default))
         if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
-            self.fail(name, f"must be a list of non-empty strings, not {value!r}")
+            return tuple(self.fail(name, f"must be a list of non-empty strings, not {value!r}", tuple(default)))
         if nonempty and not value:
             self.fail(name, "must not be empty")
         return tuple(value)
 
     def table(self, name: str) -> _Table:
-        return _Table(self.get(name, {}), self.source, f"{self.prefix}{name}.", self.origins)
+        return _Table(self.get(name, {}), self.source, f"{self.prefix}{name}.", self.origins, self.errors)
 
     def done(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            self.fail(unknown[0], "unknown key")
+        for unknown in sorted(set(self.data) - self.used):
+            self.fail(unknown, "unknown key")
 
 
-def build(settings: Mapping[str, Any], source: str, origins: Mapping[str, str] | None = None) -> WorkerConfig:
-    """Validate merged settings; raises :class:`ConfigError` ``SOURCE: key: reason`` at the first bad value."""
+def build(
+    settings: Mapping[str, Any],
+    source: str,
+    origins: Mapping[str, str] | None = None,
+    *,
+    check_commands: bool = False,
+) -> WorkerConfig:
+    """Validate merged settings; raises :class:`ConfigError` with every bad value, one ``SOURCE: key: reason`` a
+    line. ``check_commands``: also resolve each command's program (:func:`program_problem`)."""
     top = _Table(dict(settings), source, "", origins or {})
     server_texts = top.strings("servers", ["127.0.0.1:4730"], nonempty=True)
     servers = []
@@ -350,11 +383,19 @@ def build(settings: Mapping[str, Any], source: str, origins: Mapping[str, str] |
     metrics_table.done()
 
     dead_table = top.table("dead_letters")
-    dead_letters = DeadLettersConfig(path=dead_table.text("path", DEFAULT_DEAD_LETTERS))
+    dead_letters = DeadLettersConfig(
+        path=dead_table.text("path", DEFAULT_DEAD_LETTERS),
+        max_bytes=dead_table.integer("max_size_mb", 256, minimum=1) * 1024 * 1024,
+        max_age=dead_table.number("max_age_days", 30, positive=True) * 86400,
+        max_payload=dead_table.integer("max_payload_kb", 1024, minimum=1) * 1024,
+        lock_timeout=dead_table.number("lock_timeout", 0.2, positive=True),
+    )
     dead_table.done()
 
-    command_jobs = _command_jobs(top.get("command_jobs", []), source, origins or {})
+    command_jobs = _command_jobs(top, check_commands)
     top.done()
+    if top.errors:
+        raise ConfigError("\n".join(top.errors))
     return WorkerConfig(
         source=source,
         servers=tuple(servers),
@@ -380,12 +421,13 @@ def _dedicated(table: _Table) -> dict[str, int]:
     return counts
 
 
-def _command_jobs(value: Any, source: str, origins: Mapping[str, str]) -> tuple[CommandJobConfig, ...]:
+def _command_jobs(top: _Table, check_commands: bool) -> tuple[CommandJobConfig, ...]:
+    value = top.get("command_jobs", [])
     if not isinstance(value, list):
-        raise ConfigError(f"{source}: command_jobs: must be an array of tables ([[command_jobs]])")
+        return tuple(top.fail("command_jobs", "must be an array of tables ([[command_jobs]])", ()))
     jobs = []
     for index, entry in enumerate(value):
-        table = _Table(entry, source, f"command_jobs[{index}].", origins)
+        table = _Table(entry, top.source, f"command_jobs[{index}].", top.origins, top.errors)
         names = list(table.strings("names"))
         if "name" in table.data:
             names.insert(0, table.text("name", ""))
@@ -399,7 +441,14 @@ def _command_jobs(value: Any, source: str, origins: Mapping[str, str]) -> tuple[
                     table.fail("argv", f"unknown placeholder {placeholder} (only {{site}} and {{uid}})")
         uids = table.get("allowed_uids", [])
         if not isinstance(uids, list) or not all(isinstance(u, int) and not isinstance(u, bool) for u in uids):
-            table.fail("allowed_uids", f"must be a list of integers, not {uids!r}")
+            uids = table.fail("allowed_uids", f"must be a list of integers, not {uids!r}", [])
+        elif any(uid < 0 for uid in uids):
+            uids = table.fail("allowed_uids", f"user ids are not negative: {[u for u in uids if u < 0]!r}", [])
+        if check_commands:
+            for key, command in (("argv", argv), ("discover_argv", discover_argv)):
+                problem = program_problem(command[0]) if command else None
+                if problem:
+                    table.fail(key, problem)
         allowed_sites = table.strings("allowed_sites")
         if any("{site}" in arg for arg in argv) and not allowed_sites:
             table.fail("allowed_sites", "argv uses {site}, so allowed_sites must list the sites")
@@ -418,6 +467,36 @@ def _command_jobs(value: Any, source: str, origins: Mapping[str, str]) -> tuple[
         )
         table.done()
     return tuple(jobs)
+
+
+def program_problem(program: str, path: str | None = None) -> str | None:
+    """Why ``program`` (a command's ``argv[0]``) cannot be run, or None when it can.
+
+    A bare name (``drush``, ``php``) is looked up on ``path`` (default: this process's PATH, else the system
+    default), as ``execvp`` will; a name with a slash is taken as given. It must be a regular file we may execute.
+    A name with a placeholder is only known per job, so it is not checked.
+    """
+    if "{" in program:
+        return None
+    if "/" in program:
+        candidates = [program]
+    else:
+        search = os.environ.get("PATH", os.defpath) if path is None else path
+        candidates = [os.path.join(directory or ".", program) for directory in search.split(os.pathsep)]
+    not_executable = None
+    for candidate in candidates:
+        try:
+            mode = os.stat(candidate).st_mode
+        except OSError:
+            continue
+        if stat.S_ISREG(mode) and os.access(candidate, os.X_OK):
+            return None
+        not_executable = not_executable or candidate
+    if not_executable is not None:
+        return f"program {not_executable!r} is not an executable file"
+    if "/" in program:
+        return f"program {program!r} not found"
+    return f"program {program!r} not found on PATH ({search})"
 
 
 def check_user(config: WorkerConfig, euid: Callable[[], int] = os.geteuid) -> None:

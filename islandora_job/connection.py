@@ -5,7 +5,8 @@ Sockets are tuned the way a job system on a LAN needs them:
 * ``TCP_NODELAY``: Gearman is request/response with small packets; with Nagle's algorithm and delayed ACKs a
   worker stalls ~40 ms per job (the gear library does exactly that);
 * TCP keepalive with short timers, so a server that vanished without a FIN (power loss, a firewall dropping the
-  flow) is noticed in about a minute and a half instead of two hours;
+  flow) is noticed in about a minute and a half instead of two hours; ``dead_peer`` sets that time (keepalive
+  timers and ``TCP_USER_TIMEOUT``, which also covers data sent and never acknowledged);
 * a connect timeout, so an unroutable address costs seconds, not minutes;
 * the I/O timeout kept by the kernel (``SO_RCVTIMEO``/``SO_SNDTIMEO``) on a blocking socket: a Python socket with
   a timeout polls before every ``send`` and ``recv``, which doubled the system calls of a worker's job.
@@ -29,6 +30,15 @@ RECV_SIZE = 256 * 1024
 KEEPALIVE_IDLE = 60
 KEEPALIVE_INTERVAL = 10
 KEEPALIVE_COUNT = 3
+
+
+def keepalive_timers(dead_peer: float | None) -> tuple[int, int, int]:
+    """Keepalive idle time, probe interval and probe count that declare a silent peer dead after ``dead_peer``
+    seconds (the kernel counts whole seconds; at least 1 s idle and between probes)."""
+    if dead_peer is None:
+        return KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT
+    interval = max(1, round(dead_peer / (2 * KEEPALIVE_COUNT)))
+    return max(1, round(dead_peer) - KEEPALIVE_COUNT * interval), interval, KEEPALIVE_COUNT
 
 
 class ConnectFailed(OSError):
@@ -61,8 +71,10 @@ class Connection:
         connect_timeout: float = 5.0,
         io_timeout: float = 30.0,
         max_packet: int = DEFAULT_MAX_PACKET,
+        dead_peer: float | None = None,
     ) -> None:
         self.address = address
+        self.dead_peer = dead_peer
         self.connect_timeout = connect_timeout
         self.io_timeout = io_timeout
         self.max_packet = max_packet
@@ -88,9 +100,12 @@ class Connection:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         if hasattr(socket, "TCP_KEEPIDLE"):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+            idle, interval, count = keepalive_timers(self.dead_peer)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
+            if self.dead_peer is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.dead_peer * 1000))
         sock.settimeout(None)
         seconds, fraction = divmod(max(self.io_timeout, 0.001), 1.0)
         timeval = struct.pack("@ll", int(seconds), int(fraction * 1_000_000))

@@ -1,5 +1,10 @@
 """Logging for the worker: one line per event on stderr (the journal), plain or JSON, with the PID.
 
+Text that comes from the network (job exception texts, function names, client ids, payloads) is logged with its
+control characters escaped (:func:`escape_controls`): an ESC sequence must not reach an operator's terminal, and a
+newline must not forge a log line. A traceback keeps its line breaks, with every line after the first indented,
+so that each record still starts at the left margin with its time stamp and nothing else does.
+
 A busy worker logs a line per job, thousands a second; one ``write(2)`` per line was 12% of a no-op job's time
 (docs/benchmarks.md). So lines below WARNING are gathered and written together, at the latest
 :data:`BATCH_SECONDS` after the first of them; a WARNING or worse writes at once, with everything before it,
@@ -12,10 +17,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 #: The longest an INFO line waits before it is written.
 BATCH_SECONDS = 0.2
@@ -23,6 +29,47 @@ BATCH_SECONDS = 0.2
 BATCH_BYTES = 64 * 1024
 
 PLAIN_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+
+#: C0 and C1 controls, DEL, the Unicode line and paragraph separators, and the bidirectional overrides and
+#: isolates (which reorder what a terminal shows).
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return _SHORT.get(char) or f"\\u{ord(char):04x}"
+
+
+def escape_controls(text: str, keep: str = "") -> str:
+    """``text`` with control characters written as escapes (``\\n``, ``\\u001b``), except those in ``keep``.
+
+    The escapes are valid inside a JSON string and mean the same character there, so JSON output can be escaped
+    as a whole without changing what it decodes to.
+    """
+    if keep:
+        return _CONTROLS.sub(lambda match: match.group() if match.group() in keep else _escape(match), text)
+    return _CONTROLS.sub(_escape, text)
+
+
+class PlainFormatter(logging.Formatter):
+    """The text format, one record per line: the message escaped, a traceback indented under it."""
+
+    def __init__(self, fmt: str = PLAIN_FORMAT) -> None:
+        super().__init__(fmt)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        return escape_controls(super().formatException(ei), keep="\n")
+
+    def formatStack(self, stack_info: str) -> str:
+        return escape_controls(super().formatStack(stack_info), keep="\n")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\n", "\n    ")
 
 
 class JsonFormatter(logging.Formatter):
@@ -36,7 +83,8 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             document["exception"] = self.formatException(record.exc_info)
-        return json.dumps(document, ensure_ascii=False)
+        # json escapes C0 controls but leaves DEL, C1 and the separators raw with ensure_ascii=False.
+        return escape_controls(json.dumps(document, ensure_ascii=False))
 
 
 class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -94,7 +142,7 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 def configure(level: str = "INFO", json_lines: bool = False) -> None:
     handler = BatchingHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(PLAIN_FORMAT))
+    handler.setFormatter(JsonFormatter() if json_lines else PlainFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -22,6 +22,26 @@ from typing import Any, Final
 from islandora_job.address import ServerAddress
 from islandora_job.errors import ConfigError
 
+#: Events counted anywhere in this process (:func:`count_event`), e.g. a dead letter that could not be written.
+#: A child sends them with every snapshot of its :class:`JobStats`, so they reach the supervisor's endpoint.
+_PROCESS_EVENTS: dict[str, int] = {}
+#: Prometheus name and help of each event; an event not listed here is exported as ``islandora_job_<event>``.
+EVENTS: Final = {
+    "dead_letters_unrecorded": "Final failures that could not be written to the dead-letter store (logged at ERROR)",
+    "dead_letters_pruned": "Dead letters deleted by the store's retention or size cap",
+}
+
+
+def count_event(name: str, n: int = 1) -> None:
+    """Count an event of this process; it is reported with the process's next snapshot of job totals."""
+    _PROCESS_EVENTS[name] = _PROCESS_EVENTS.get(name, 0) + n
+
+
+def process_events() -> dict[str, int]:
+    """A copy of this process's event counts."""
+    return dict(_PROCESS_EVENTS)
+
+
 BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0)
 
 
@@ -33,6 +53,8 @@ class JobStats:
     #: name → [count per bucket (last = +Inf)], and the sum of durations.
     buckets: dict[str, list[int]] = field(default_factory=dict)
     sums: dict[str, float] = field(default_factory=dict)
+    #: event → count (see :func:`count_event`).
+    events: dict[str, int] = field(default_factory=dict)
 
     def observe(self, name: str, outcome: str, seconds: float) -> None:
         key = (name, outcome)
@@ -48,6 +70,8 @@ class JobStats:
             "counts": [[name, outcome, n] for (name, outcome), n in self.counts.items()],
             "buckets": self.buckets,
             "sums": self.sums,
+            # This process's events: a JobStats is a process's snapshot, and events happen outside jobs too.
+            "events": {**self.events, **process_events()},
         }
 
     @classmethod
@@ -60,6 +84,8 @@ class JobStats:
                 stats.buckets[str(name)] = [int(b) for b in buckets]
         for name, total in data.get("sums", {}).items():
             stats.sums[str(name)] = float(total)
+        for name, n in data.get("events", {}).items():
+            stats.events[str(name)] = int(n)
         return stats
 
     def add(self, other: JobStats) -> None:
@@ -71,6 +97,8 @@ class JobStats:
                 mine[index] += n
         for name, total in other.sums.items():
             self.sums[name] = self.sums.get(name, 0.0) + total
+        for name, n in other.events.items():
+            self.events[name] = self.events.get(name, 0) + n
 
 
 class PoolMetrics:
@@ -149,6 +177,10 @@ class PoolMetrics:
             for reason, n in sorted(self.restarts.items()):
                 restarts.add_metric([reason], n)
         yield restarts
+        for event, description in sorted({**dict.fromkeys(totals.events, ""), **EVENTS}.items()):
+            counter = CounterMetricFamily(f"islandora_job_{event}", description or f"Events {event}")
+            counter.add_metric([], totals.events.get(event, 0))
+            yield counter
 
 
 def serve(metrics: PoolMetrics, listen: str) -> Any:

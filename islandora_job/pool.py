@@ -18,6 +18,16 @@ handlers only queue the signal number. Nothing polls.
 * Any other death (a signal, a crash) is restarted after a capped, jittered backoff that resets once a child has
   lived a while. The job it held is requeued by gearmand (at-least-once, up to gearmand's ``--job-retries``).
 
+Leftovers of commands: a command job runs in its own session (so that its whole tree can be killed), which also
+means it is not killed with the worker process that started it. The worker kills the groups of its commands itself
+(when a command ends, and in its watchdog before it exits), but a worker process killed with SIGKILL (by the stuck
+job backstop, a cold stop, the OOM killer, an operator) runs no code. So the supervisor makes itself a *child
+subreaper* (``PR_SET_CHILD_SUBREAPER``): whatever a dead worker process leaves behind is re-parented to the
+supervisor instead of PID 1, and the supervisor kills it, with its process group, and reaps it
+(:meth:`Supervisor._sweep_orphans`). Every process adopted this way is a job's leftover: the supervisor itself starts
+only worker processes. This needs no message from the worker, so nothing can be missed between the command's fork
+and a report, and it also catches a process that left the command's group (``setsid``).
+
 Signals: SIGTERM → warm stop (children finish their job in hand within ``shutdown_timeout``, then the rest are
 killed), exit 0. A second SIGTERM, or SIGINT → cold stop: children are killed now (gearmand requeues their jobs),
 exit 1. SIGHUP → reload: the configuration is read and checked in a fresh process; if it is good the children
@@ -29,6 +39,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import enum
 import json
 import logging
@@ -65,6 +76,47 @@ CHILD_EXIT_CONFIG: Final = 2
 STUCK_GRACE: Final = 5.0
 #: How often the supervisor looks at its children's job deadlines (a few microseconds each time).
 STUCK_CHECK_INTERVAL: Final = 1.0
+#: prctl(2) options: adopt the orphaned descendants of our children instead of PID 1.
+PR_SET_CHILD_SUBREAPER: Final = 36
+PR_GET_CHILD_SUBREAPER: Final = 37
+#: On a stop, how long the supervisor waits for the leftovers it killed to be gone (they die at once unless stuck
+#: in the kernel, e.g. on a dead NFS mount; then they are left to the service manager).
+ORPHAN_REAP_WAIT: Final = 2.0
+
+
+def set_child_subreaper(on: bool) -> bool | None:
+    """Turn ``PR_SET_CHILD_SUBREAPER`` on or off; returns the previous setting, or None where it is unavailable."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        previous = ctypes.c_int(0)
+        if libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(previous), 0, 0, 0) != 0:
+            return None
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
+            return None
+    except (OSError, AttributeError):  # not Linux
+        return None
+    return bool(previous.value)
+
+
+def children_of(pid: int) -> list[tuple[int, int, str]]:
+    """(pid, process group, state) of every process whose parent is ``pid``, read from /proc."""
+    found: list[tuple[int, int, str]] = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # no /proc (not Linux, or not mounted): nothing to find, and never a crash
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as file:
+                stat = file.read()
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat[stat.rfind(b")") + 2 :].split()  # the name may hold spaces and parentheses
+        if len(fields) >= 3 and int(fields[1]) == pid:
+            found.append((int(entry), int(fields[2]), fields[0].decode()))
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,11 +198,16 @@ class Supervisor:
         self._roll: collections.deque[Child] = collections.deque()
         self._roll_new: Child | None = None
         self._reloading = False
+        self._child_exited = False
+        self._was_subreaper: bool | None = None
 
     # --- the loop -----------------------------------------------------------------------------------------------
 
     def run(self) -> int:
         self._install_signals()
+        self._was_subreaper = set_child_subreaper(True)
+        if self._was_subreaper is None:
+            log.warning("cannot become a child subreaper: leftovers of a killed worker process's commands may survive")
         log.info("supervisor %d starting %d worker process(es) for %s", os.getpid(), len(self.specs), self._servers())
         try:
             for slot in range(len(self.specs)):
@@ -161,6 +218,8 @@ class Supervisor:
                     return status
         finally:
             self._kill_all()
+            if self._was_subreaper is False:
+                set_child_subreaper(False)
             self._restore_signals()
             self._selector.close()
             self._wake_r.close()
@@ -175,6 +234,9 @@ class Supervisor:
         while self._signals:
             self._on_signal(self._signals.popleft())
         self._reap()
+        if self._child_exited:
+            self._child_exited = False
+            self._sweep_orphans()
         now = time.monotonic()
         self._kill_stuck(now)
         if self.phase is Phase.COLD_STOP:
@@ -409,7 +471,8 @@ class Supervisor:
 
     def _on_signal(self, signum: int) -> None:
         if signum == signal.SIGCHLD:
-            return  # _reap runs after every wake-up
+            self._child_exited = True  # _reap runs after every wake-up; the orphans' sweep after this
+            return
         if signum == signal.SIGHUP:
             if self.phase is Phase.RUNNING:
                 self._start_reload()
@@ -454,6 +517,37 @@ class Supervisor:
             if self.metrics is not None:
                 self.metrics.retire(child.pid, "killed")
         self.children.clear()
+        self._sweep_orphans(wait=ORPHAN_REAP_WAIT)
+
+    def _sweep_orphans(self, wait: float = 0.0) -> None:
+        """Kill and reap every process re-parented to us that is not a worker process: leftovers of a dead worker's
+        commands. Each goes with its process group (the command's), unless that group is our own (a job's plain
+        subprocess), where only the process itself is killed. ``wait``: how long to wait for them to be reaped."""
+        own_group = os.getpgrp()
+        deadline = time.monotonic() + wait
+        killed: set[int] = set()
+        while True:
+            orphans = [o for o in children_of(os.getpid()) if o[0] not in self.children]
+            for pid, pgid, state in orphans:
+                if state != "Z" and pid not in killed:
+                    killed.add(pid)
+                    if pgid not in (0, own_group):
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.killpg(pgid, signal.SIGKILL)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)  # a zombie now; one killed just now is reaped on its SIGCHLD
+            remaining = [o for o in children_of(os.getpid()) if o[0] not in self.children]
+            if not remaining or time.monotonic() >= deadline:
+                break
+            time.sleep(0.01)
+        if killed:
+            log.warning(
+                "killed %d process(es) left behind by a worker process's commands: %s",
+                len(killed),
+                " ".join(str(pid) for pid in sorted(killed)),
+            )
 
     # --- reload -------------------------------------------------------------------------------------------------
 
@@ -516,5 +610,5 @@ def check_in_child(config: WorkerConfig, python: str = sys.executable, timeout: 
         check=False,
     )
     if result.returncode != 0:
-        message = result.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise RuntimeError(message[-1] if message else f"check exited with status {result.returncode}")
+        message = [line for line in result.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+        raise RuntimeError("; ".join(message) if message else f"check exited with status {result.returncode}")

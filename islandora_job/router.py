@@ -9,7 +9,11 @@ arguments, and turn what happened into one of three outcomes, each sent by the w
   that asked for exceptions and as WORK_FAIL to the others: one packet, never both;
 * ``fail``: a plain WORK_FAIL, when the job raises :class:`Fail` (the original's "non-zero exit").
 
-An unknown ``func`` is a failure (the original silently succeeded). Retries happen here, in the worker, because a
+An unknown ``func`` is a failure (the original silently succeeded). So is a ``func`` naming a job other than the one
+the Gearman function serves: the function decides what runs (``pool.dedicated``, time limits and the operator's
+view all key on it), so a payload cannot pick another job. A command job gets the payload unchanged: the program
+behind it (the drush router) resolves ``func`` itself. A value that cannot be encoded (not JSON, nested too deeply)
+is a failure of that job, never an exception in the worker. Retries happen here, in the worker, because a
 worker cannot tell a background job from a foreground one: the client only sees the final outcome.
 
 The worker passes :class:`Hooks`: progress reporting, and ``arm`` before each attempt (the time limit of that
@@ -137,6 +141,11 @@ class Router:
         spec = self._resolve(payload)
         if spec is None:
             return Outcome.failure(f"unknown job {payload.func!r}")
+        if not self._serves(spec, assignment.function):
+            return Outcome.failure(
+                f"payload func {payload.func!r} names job {spec.name!r}, which Gearman function "
+                f"{assignment.function!r} does not serve"
+            )
         if spec.payload == "raw":
             return Outcome.failure(f"job {spec.name!r} takes raw bytes, not an islandora_job payload")
         return self._prepared(assignment, spec, payload)
@@ -158,11 +167,23 @@ class Router:
                 spec = self.registry.get(bare) or self._aliases.get(bare)
         return spec
 
+    def _serves(self, spec: JobSpec, function: str) -> bool:
+        """Whether ``function`` is the job's name, its alias, or one of their multisite-prefixed forms (the
+        configured prefixes: a payload's ``site`` is not trusted to make up new ones)."""
+        bases = [spec.name] if spec.alias is None else [spec.name, spec.alias]
+        if function in bases:
+            return True
+        return any(function == f"{prefix}_{base}" for prefix in self.registry.multisite_prefixes for base in bases)
+
     def run(self, prepared: Prepared, hooks: Hooks) -> Outcome:
         """Run a prepared job to its final outcome, retrying as the job declares."""
         if prepared.external is not None:
             hooks.arm(prepared.timeout)
-            return prepared.external.run(prepared.assignment, prepared.payload)
+            try:
+                return prepared.external.run(prepared.assignment, prepared.payload)
+            except Exception as exc:  # a bug in the bridge costs this job, not the worker process
+                log.error("job %s handle=%s: %s", prepared.name, prepared.assignment.handle, exc, exc_info=True)
+                return Outcome.failure(f"command job {prepared.name!r} failed: {_describe(exc)}", 1)
         spec = prepared.spec
         assert spec is not None
         backoff: Backoff | None = None  # made on the first failure: a Backoff seeds a random generator
@@ -211,8 +232,12 @@ class Router:
             return Outcome.failure(_describe(exc), attempt)
         try:
             return Outcome("complete", data=to_bytes(value), attempts=attempt)
+        except RecursionError:
+            return Outcome.failure("job returned a value nested too deeply to encode as JSON", attempt)
         except (TypeError, ValueError) as exc:
             return Outcome.failure(f"job returned a value that is not JSON-serialisable: {exc}", attempt)
+        except Exception as exc:  # whatever a user type's methods raised while being encoded
+            return Outcome.failure(f"job returned a value that cannot be encoded: {_describe(exc)}", attempt)
 
 
 def to_bytes(value: object) -> bytes:

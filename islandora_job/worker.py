@@ -49,6 +49,7 @@ from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple, Protocol
 
 from islandora_job.address import ServerAddress
+from islandora_job.bridge import kill_command_groups
 from islandora_job.codec import DEFAULT_MAX_PACKET, Command, encode
 from islandora_job.config import PoolConfig
 from islandora_job.connection import describe_os_error
@@ -613,6 +614,7 @@ class Worker:
     def _expired(self, token: object) -> None:
         """Watchdog thread, holding the lock: answer the hung job, record it, and end this process."""
         assert isinstance(token, _Job)
+        kill_command_groups()  # a command runs in its own session: its whole tree goes before this process does
         reason = f"job {token.name} timed out after {token.timeout:g}s"
         try:
             token.link.send_blocking(self._failure(token.handle, reason), self.io_timeout)

@@ -12,12 +12,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 from islandora_job.address import ServerAddress, servers_from_environment
 from islandora_job.admin import AdminClient, AdminError
 from islandora_job.cli import exit_codes
-from islandora_job.client import PRIORITIES, JobClient
+from islandora_job.cli.output import write_result
+from islandora_job.client import DEAD_PEER_TIMEOUT, PRIORITIES, JobClient
 from islandora_job.errors import (
     ConnectionLost,
     IslandoraJobError,
@@ -25,6 +26,7 @@ from islandora_job.errors import (
     ProtocolError,
     ServerUnavailable,
 )
+from islandora_job.logsetup import escape_controls
 from islandora_job.payload import PayloadError, parse_cli_argument
 
 
@@ -50,18 +52,32 @@ def register(commands: Any) -> None:
     submit.add_argument("--background", action="store_true", help="queue it and print the job handle")
     submit.add_argument("--priority", choices=PRIORITIES, default="normal")
     submit.add_argument("--site", metavar="URL", help="the payload's site (the Drupal base URL)")
-    submit.add_argument("--uid", metavar="N", help="the payload's uid (the Drupal user id)")
+    submit.add_argument("--uid", type=_uid, metavar="N", help="the payload's uid (the Drupal user id)")
     submit.add_argument("--alias", metavar="FUNCTION", help="the job's alias: the Gearman function to submit to")
     submit.add_argument("--multisite", metavar="PREFIX", help="multisite prefix: submit to PREFIX_NAME")
     unique = submit.add_mutually_exclusive_group()
     unique.add_argument("--unique", metavar="KEY", help="unique key: gearmand coalesces queued jobs with the same key")
     unique.add_argument("--dedupe", action="store_true", help="derive the unique key from the payload")
-    submit.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="give up waiting after this long")
+    submit.add_argument(
+        "--timeout",
+        type=_seconds(MAX_TIMEOUT),
+        metavar="SECONDS",
+        help="give up waiting after this long (default: wait as long as the job runs and its server is alive)",
+    )
+    submit.add_argument(
+        "--dead-peer-timeout",
+        type=_seconds(MAX_INTERVAL),
+        default=DEAD_PEER_TIMEOUT,
+        metavar="SECONDS",
+        help=f"declare a server whose host stopped answering TCP dead after this long (default {DEAD_PEER_TIMEOUT:g})",
+    )
     submit.set_defaults(handler=cmd_submit)
 
     status = commands.add_parser("status", parents=[server_flag], help="the queue per function and server")
     status.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
-    status.add_argument("--interval", type=_positive_float, default=2.0, metavar="SECONDS", help="--watch period")
+    status.add_argument(
+        "--interval", type=_seconds(MAX_INTERVAL), default=2.0, metavar="SECONDS", help="--watch period"
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=cmd_status)
 
@@ -78,14 +94,62 @@ def register(commands: Any) -> None:
     cancel.set_defaults(handler=cmd_cancel)
 
 
-def _positive_float(text: str) -> float:
+#: The longest ``--timeout`` (ten years): beyond it a deadline is a typo, and ``inf`` is not a deadline.
+MAX_TIMEOUT: Final = 10 * 365 * 86400.0
+MAX_INTERVAL: Final = 86400.0
+#: A Drupal uid: ASCII digits, at most this many (a 64-bit integer).
+MAX_UID_DIGITS: Final = 19
+#: How deep a JSON argument may nest; far beyond any real payload, far below what json and Python can recurse.
+MAX_JSON_DEPTH: Final = 200
+
+
+def _seconds(maximum: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        if not 0 < value <= maximum:  # also refuses nan and inf
+            raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0 and at most {maximum:g} seconds")
+        return value
+
+    return parse
+
+
+def _uid(text: str) -> int:
+    """A Drupal user id: ASCII digits only (``int()`` takes ``²``, ``--5`` would not be a uid)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= MAX_UID_DIGITS):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a user id (up to {MAX_UID_DIGITS} ASCII digits)")
+    return int(text)
+
+
+def _job_argument(position: int, text: str) -> Any:
+    """One ARG: JSON when it is valid JSON, else the text; a JSON value nested too deeply is a usage error."""
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+        value = parse_cli_argument(text)
+    except RecursionError:
+        value = None
+        depth = MAX_JSON_DEPTH + 1
+    else:
+        depth = _depth(value)
+    if depth > MAX_JSON_DEPTH:
+        raise PayloadError(f"ARG {position}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return value
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (iterative: the value may be very deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            if level > MAX_JSON_DEPTH:
+                return level
+            stack.extend((child, level + 1) for child in item)
+    return deepest
 
 
 def _servers(args: argparse.Namespace) -> list[ServerAddress]:
@@ -93,17 +157,18 @@ def _servers(args: argparse.Namespace) -> list[ServerAddress]:
 
 
 def _error(message: str) -> None:
-    print(f"islandora-job: {message}", file=sys.stderr)
+    print(f"islandora-job: {escape_controls(message)}", file=sys.stderr)
 
 
 # -- submit --------------------------------------------------------------------------------------------------------
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    uid: int | str | None = args.uid
-    if args.uid is not None and args.uid.lstrip("-").isdigit():
-        uid = int(args.uid)
-    job_args = [parse_cli_argument(text) for text in args.args]
+    try:
+        job_args = [_job_argument(position, text) for position, text in enumerate(args.args, 1)]
+    except PayloadError as exc:
+        _error(str(exc))
+        return exit_codes.USAGE
     options: dict[str, Any] = {
         "priority": args.priority,
         "unique": args.unique,
@@ -112,7 +177,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         "timeout": args.timeout,
     }
     try:
-        with JobClient(_servers(args), site=args.site, uid=uid, multisite=args.multisite) as client:
+        with JobClient(
+            _servers(args), site=args.site, uid=args.uid, multisite=args.multisite, dead_peer=args.dead_peer_timeout
+        ) as client:
             if args.background:
                 handle = client.submit_background(args.name, *job_args, **options)
                 print(handle)
@@ -124,14 +191,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
     except JobError as exc:
         _error(str(exc))
         return exit_codes.JOB_FAILED
-    except (ServerUnavailable, ConnectionLost, ProtocolError) as exc:
+    except ConnectionLost as exc:
+        # The server had accepted the job (the client re-sends anything not yet accepted): it may have run.
+        _error(f"{exc}; outcome unknown")
+        return exit_codes.OUTCOME_UNKNOWN
+    except (ServerUnavailable, ProtocolError) as exc:
         _error(str(exc))
         return exit_codes.UNREACHABLE
-    out = sys.stdout.buffer
-    out.write(data)
-    if sys.stdout.isatty() and not data.endswith(b"\n"):
-        out.write(b"\n")
-    out.flush()
+    write_result(data)
     return exit_codes.OK
 
 
@@ -190,6 +257,7 @@ def _render_status(report: list[dict[str, Any]], out: TextIO) -> None:
 
 
 def _table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]], out: TextIO) -> None:
+    rows = [tuple(escape_controls(cell) for cell in row) for row in rows]  # a cell is one line, whatever it holds
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     for row in (headers, *rows):
         out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n")
@@ -207,7 +275,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         while True:
             report = _collect_status(servers)
             if sys.stdout.isatty():
-                sys.stdout.write("\x1b[H\x1b[2J")  # home and clear: refresh in place
+                sys.stdout.buffer.write(b"\x1b[H\x1b[2J")  # home and clear, past the escaping text layer
+                sys.stdout.buffer.flush()
             sys.stdout.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  every {args.interval:g}s, Ctrl-C to stop\n")
             render(report, sys.stdout)
             sys.stdout.flush()
@@ -262,7 +331,7 @@ def cmd_version(args: argparse.Namespace) -> int:
         entry: dict[str, Any] = {"server": str(address), "error": None}
         try:
             with AdminClient(address) as admin:
-                print(f"{address}\t{admin.version()}")
+                print(f"{address}\t{escape_controls(admin.version())}")
         except IslandoraJobError as exc:
             entry["error"] = str(exc)
         report.append(entry)
@@ -288,7 +357,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
             _error(str(exc))
             reachable -= 1
             continue
-        print(f"cancelled {args.handle} on {address}")
+        print(f"cancelled {escape_controls(args.handle)} on {address}")
         return exit_codes.OK
     if reachable == 0:
         return exit_codes.UNREACHABLE

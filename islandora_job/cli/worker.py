@@ -173,7 +173,7 @@ def cmd_list_jobs(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
-        config = config_module.load(args.file, environ={})
+        config = config_module.load(args.file, environ={}, check_commands=True)
         config = runtime.run_discovery(config)
         built = runtime.build(config)
     except ConfigError as exc:
@@ -213,6 +213,7 @@ def _as_dict(letter: DeadLetter, with_payload: bool) -> dict[str, Any]:
         "failed_at": letter.failed_at,
         "requeued_at": letter.requeued_at,
         "requeued_handle": letter.requeued_handle,
+        "payload_size": letter.payload_size,
     }
     if with_payload:
         document["payload"] = letter.payload.decode("utf-8", "replace")
@@ -228,11 +229,9 @@ def cmd_dead_list(args: argparse.Namespace) -> int:
     print(f"{'ID':>6} {'FAILED AT':<19} {'FUNCTION':<28} {'TRIES':>5} {'REQUEUED':<8} ERROR")
     for letter in letters:
         requeued = "yes" if letter.requeued_at else "no"
-        error = letter.error.splitlines()[0][:80] if letter.error else ""
-        print(
-            f"{letter.id:>6} {_when(letter.failed_at):<19} {letter.function:<28} {letter.attempts:>5} "
-            f"{requeued:<8} {error}"
-        )
+        error = logsetup.escape_controls(letter.error.splitlines()[0][:80] if letter.error else "")
+        function = logsetup.escape_controls(letter.function)
+        print(f"{letter.id:>6} {_when(letter.failed_at):<19} {function:<28} {letter.attempts:>5} {requeued:<8} {error}")
     return exit_codes.OK
 
 
@@ -262,6 +261,10 @@ def cmd_dead_requeue(args: argparse.Namespace) -> int:
         letter = store.get(letter_id)
         if letter is None:
             print(f"islandora-job: no dead letter {letter_id}", file=sys.stderr)
+            status = exit_codes.JOB_FAILED
+            continue
+        if letter.truncated:
+            print(f"islandora-job: dead letter {letter.id}: payload was cut when stored; not requeued", file=sys.stderr)
             status = exit_codes.JOB_FAILED
             continue
         request = JobRequest(letter.function, raw=letter.payload)

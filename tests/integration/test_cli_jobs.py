@@ -91,7 +91,8 @@ def test_unreachable_exits_3_naming_every_address() -> None:
 
 def test_bad_usage_exits_2() -> None:
     done = run("submit", "x", "--priority", "asap")
-    assert done.returncode == 2 and done.stderr.startswith("usage: islandora-job submit")
+    assert done.returncode == 2 and done.stderr.startswith("islandora-job submit: argument --priority: invalid choice")
+    assert done.stderr.count("\n") == 1
 
 
 def test_timeout_exits_1(gearmand: Gearmand) -> None:

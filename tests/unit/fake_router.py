@@ -24,6 +24,8 @@ elif func == "hang":
     time.sleep(3600)
 elif func == "big":
     sys.stdout.write("y" * int(args[0]))
+elif func == "islandora_job_heartbeat":
+    sys.stdout.write("1")  # the original's heartbeat returns TRUE, echoed as "1"
 elif func == "list":
     print("-f islandora_derivatives -f islandora_other\n")
 else:

@@ -56,9 +56,17 @@ def test_site_and_uid_fill_whole_arguments_after_validation() -> None:
         ("http://localhost; rm -rf /", 1, "is not in allowed_sites"),
         (None, 1, "payload has no site"),
         ("http://localhost", 2, "uid 2 is not in allowed_uids"),
-        ("http://localhost", "1 --root=/", "is not an integer"),
+        ("http://localhost", "1 --root=/", "is not a user id"),
         ("http://localhost", True, "payload has no site"),  # an invalid payload: nothing is trusted
-        ("http://localhost", None, "is not an integer"),
+        ("http://localhost", None, "is not a user id"),
+        # int() raised on these, uncaught, and killed the worker process (issue 10)
+        ("http://localhost", "--5", "uid '--5' is not a user id"),
+        ("http://localhost", "\u00b9", "uid '¹' is not a user id"),
+        ("http://localhost", "9" * 5000, "(5000 characters)' is not a user id"),
+        ("http://localhost", "\u0661", "is not a user id"),  # ARABIC-INDIC DIGIT ONE: int() takes it, we do not
+        ("http://localhost", " 1", "is not a user id"),
+        ("http://localhost", -1, "uid -1 is not a user id"),
+        ("http://localhost", 10**10, "is not a user id"),
     ],
 )
 def test_site_or_uid_outside_the_allowed_sets_is_refused(site: str | None, uid: object, reason: str) -> None:
@@ -141,3 +149,10 @@ def test_discovery_of_function_names(tmp_path: Path) -> None:
     script.write_text("#!/bin/sh\necho '-f islandora_derivatives -f islandora_other'\n")
     os.chmod(script, 0o755)
     assert discover_names([str(script)]) == ["islandora_derivatives", "islandora_other"]
+
+
+def test_a_payload_that_is_not_valid_is_refused_when_a_uid_is_needed() -> None:
+    job = CommandJob("b", CommandJobConfig(names=("b",), argv=("echo", "{uid}"), allowed_uids=(1,)))
+    data = b'{"func": "x", "args": [], "uid": ' + b"9" * 5000 + b"}"
+    outcome = job.run(Assignment("b", "H:1", "u", data), None)
+    assert outcome.status == "exception" and "payload has no uid" in outcome.reason

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import time
 
+from islandora_job import logsetup
 from islandora_job.logsetup import BATCH_SECONDS, BatchingHandler
 
 
@@ -65,3 +67,48 @@ def test_close_and_flush_write_what_is_waiting() -> None:
     logger.info("after flush")
     handler.close()
     assert stream.getvalue().endswith("INFO after flush\n")
+
+
+HOSTILE = "boom\x1b[2J\x1b]0;owned\x07\n2026-01-01 00:00:00,000 ERROR [1] forged: line\x9b31m\u2028end"
+
+
+def _formatted(json_lines: bool, exc: BaseException | None = None) -> str:
+    """One record with hostile text, formatted as the worker's configured handler formats it."""
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    logsetup.configure("INFO", json_lines)
+    try:
+        handler = root.handlers[0]
+        record = logging.LogRecord("islandora_job.worker", logging.WARNING, __file__, 1, "reason=%s", (HOSTILE,), None)
+        if exc is not None:
+            record.exc_info = (type(exc), exc, exc.__traceback__)
+        return handler.format(record)
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            handler.close()
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+
+
+def test_text_logs_escape_control_characters_and_forge_no_line() -> None:
+    line = _formatted(json_lines=False)
+    assert "\n" not in line and not any(c in line for c in "\x1b\x07\x9b\u2028")
+    assert "boom\\u001b[2J\\u001b]0;owned\\u0007\\n2026-01-01" in line and "line\\u009b31m\\u2028end" in line
+
+
+def test_a_traceback_keeps_its_lines_indented_under_its_record() -> None:
+    try:
+        raise ValueError(HOSTILE)
+    except ValueError as exc:
+        text = _formatted(json_lines=False, exc=exc)
+    _first, *rest = text.split("\n")
+    assert rest and all(line.startswith("    ") for line in rest), text  # only the record's own line at column 0
+    assert "\x1b" not in text and "\x9b" not in text
+
+
+def test_json_logs_escape_what_json_leaves_raw_and_decode_to_the_original() -> None:
+    line = _formatted(json_lines=True)
+    assert not any(c in line for c in "\x1b\x07\x9b\u2028\n")
+    assert json.loads(line)["message"] == f"reason={HOSTILE}"

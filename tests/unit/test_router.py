@@ -156,7 +156,7 @@ def test_raw_jobs_get_the_bytes(router: Router) -> None:
 
 
 def test_timeouts_default_or_declared(router: Router) -> None:
-    prepared = router.prepare(_assign("r.add", {"func": "r.timeout", "args": []}))
+    prepared = router.prepare(_assign("r.timeout", {"func": "r.timeout", "args": []}))
     assert isinstance(prepared, Prepared) and prepared.timeout == 7
     prepared = router.prepare(_assign("r.add", {"func": "r.add", "args": []}))
     assert isinstance(prepared, Prepared) and prepared.timeout == 30
@@ -202,3 +202,99 @@ def test_fuzz_every_payload_gets_exactly_one_outcome(router: Router, data: bytes
     assert outcome.status in ("complete", "exception", "fail")
     if outcome.status != "complete":
         assert outcome.reason
+
+
+def _deep(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("function", "func"),
+    [
+        ("r.add", "r.dict"),  # issue 10: a payload picked another job than its Gearman function's
+        ("r.ctx", "r.add"),
+        ("site1_r.ctx", "r.add"),
+        ("r.raw", "r.add"),  # a raw job's function never decodes a payload: it gets the bytes
+    ],
+)
+def test_a_payload_func_cannot_pick_another_job(router: Router, function: str, func: str) -> None:
+    outcome = _run(router, function, {"func": func, "args": [1, 2]})
+    if function == "r.raw":
+        assert outcome.ok  # reversed bytes of the payload, not add's 3
+        assert outcome.data != b"3"
+        return
+    assert outcome.status == "exception" and outcome.attempts == 0
+    assert repr(func) in outcome.reason and repr(function) in outcome.reason
+
+
+@pytest.mark.parametrize(
+    "function", ["r.context", "r.ctx", "site1_r.context", "site1_r.ctx"]
+)  # its name, its alias, and their prefixed names
+def test_func_is_accepted_on_the_jobs_own_functions(router: Router, function: str) -> None:
+    assert _run(router, function, {"func": "r.context", "args": []}).ok
+
+
+@pytest.mark.parametrize("site", ["site2", "site2_r", "http://evil"])
+def test_a_payload_site_does_not_make_up_a_multisite_prefix(router: Router, site: str) -> None:
+    outcome = _run(router, f"{site}_r.ctx", {"func": "r.context", "args": [], "site": site})
+    assert outcome.status == "exception" and "does not serve" in outcome.reason
+
+
+class _Command:
+    """An external job that shows what it was given."""
+
+    name = "ijh"
+    timeout = 5.0
+
+    def __init__(self) -> None:
+        self.seen: list[str | None] = []
+
+    def run(self, assignment: Assignment, payload: Any) -> Outcome:
+        self.seen.append(None if payload is None else payload.func)
+        return Outcome("complete", data=b"1", attempts=1)
+
+
+def test_a_command_job_gets_func_unchanged() -> None:
+    # the drush router resolves aliases itself: function ijh carries func islandora_job_heartbeat (the original's
+    # cron heartbeat), and anything else is the router's business
+    command = _Command()
+    router = Router(Registry(), external={"ijh": command})
+    for func in ("islandora_job_heartbeat", "something_else"):
+        assert _run(router, "ijh", {"func": func, "args": ["ping", 1]}).ok
+    assert command.seen == ["islandora_job_heartbeat", "something_else"]
+
+
+def test_a_command_job_that_raises_is_a_failure() -> None:
+    class Broken(_Command):
+        def run(self, assignment: Assignment, payload: Any) -> Outcome:
+            raise RuntimeError("bug")
+
+    outcome = _run(Router(Registry(), external={"ijh": Broken()}), "ijh", b"{}")
+    assert outcome.status == "exception" and "RuntimeError: bug" in outcome.reason
+
+
+def test_a_deeply_nested_return_value_is_a_job_failure() -> None:
+    # issue 10: RecursionError escaped to_bytes and killed the worker process, three times, with no dead letter
+    registry = Registry()
+    registry.add(_spec("r.deep", lambda depth: _deep(depth)), "test")
+    registry.add(_spec("r.deep2", lambda: _deep(100_000), retries=1, min_backoff=0.001, max_backoff=0.001), "t")
+    router = Router(registry)
+    outcome = _call(router, "r.deep", 5000)
+    reason = "job returned a value nested too deeply to encode as JSON"
+    assert outcome == Outcome("exception", reason=reason, attempts=1)
+    assert _call(router, "r.deep", 50).ok  # shallow enough is fine
+    assert _call(router, "r.deep2").attempts == 2  # retried like any failure
+
+
+def test_a_value_whose_encoding_raises_is_a_job_failure() -> None:
+    class Weird(dict):  # type: ignore[type-arg]
+        def items(self) -> Any:
+            raise KeyError("boom")
+
+    registry = Registry()
+    registry.add(_spec("r.weird", lambda: {"x": Weird(a=1)}), "test")
+    outcome = _call(Router(registry), "r.weird")
+    assert outcome.status == "exception" and outcome.attempts == 1

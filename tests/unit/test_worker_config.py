@@ -171,3 +171,59 @@ def test_list_jobs_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert rows["islandora_derivatives"]["source"] == "command_jobs: drush router"
     assert main(["list-jobs", "--config", config]) == 0
     assert capsys.readouterr().out.splitlines()[0].split() == ["JOB", "ALIAS", "FUNCTIONS", "SOURCE"]
+
+
+def test_every_error_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
+    # issue 10: check-config stopped at the first error
+    path = _write(
+        tmp_path,
+        "concurrency = 0\nbogus = 1\nother = 2\n[pool]\nmax_jobs = -3\n[logging]\nlevel = 'LOUD'\n"
+        "[[command_jobs]]\nname = 'x'\nargv = ['drush', '{uid}']\nallowed_uids = [1, -5]\n",
+    )
+    with pytest.raises(ConfigError) as error:
+        load(path, environ={})
+    lines = str(error.value).splitlines()
+    assert lines == [
+        f"{path}: concurrency: must be at least 1, not 0",
+        f"{path}: pool.max_jobs: must be at least 0, not -3",
+        f"{path}: logging.level: must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
+        f"{path}: command_jobs[0].allowed_uids: user ids are not negative: [-5]",
+        f"{path}: command_jobs[0].allowed_uids: argv uses {{uid}}, so allowed_uids must list the user ids",
+        f"{path}: bogus: unknown key",
+        f"{path}: other: unknown key",
+    ]
+
+
+def _program(tmp_path: Path, name: str, mode: int) -> Path:
+    program = tmp_path / "bin" / name
+    program.parent.mkdir(exist_ok=True)
+    program.write_text("#!/bin/sh\n")
+    program.chmod(mode)
+    return program
+
+
+def test_check_config_resolves_each_program_on_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _program(tmp_path, "drush", 0o755)
+    _program(tmp_path, "notexec", 0o644)
+    (tmp_path / "bin" / "adir").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    entries = "".join(
+        f"[[command_jobs]]\nname = 'f{index}'\nargv = ['{program}']\n"
+        for index, program in enumerate(["drush", "php-nowhere", "notexec", "adir", "/nonexistent/drush"])
+    )
+    path = _write(tmp_path, "jobs_modules = ['islandora_job_demo.jobs']\n" + entries)
+    assert main(["check-config", path]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    bin_dir = tmp_path / "bin"
+    assert lines == [
+        f"{path}: command_jobs[1].argv: program 'php-nowhere' not found on PATH ({bin_dir})",
+        f"{path}: command_jobs[2].argv: program '{bin_dir}/notexec' is not an executable file",
+        f"{path}: command_jobs[3].argv: program '{bin_dir}/adir' is not an executable file",
+        f"{path}: command_jobs[4].argv: program '/nonexistent/drush' not found",
+    ]
+    assert load(path, environ={}).command_jobs[1].argv == ("php-nowhere",)  # the worker itself does not look
+    good = tmp_path / "good.toml"
+    good.write_text("jobs_modules = ['islandora_job_demo.jobs']\n[[command_jobs]]\nname = 'f'\nargv = ['drush']\n")
+    assert main(["check-config", str(good)]) == 0, capsys.readouterr().err

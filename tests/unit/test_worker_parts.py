@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -80,7 +81,14 @@ def test_pool_metrics_survive_recycling() -> None:
 def test_dead_letter_store(tmp_path: Path) -> None:
     store = DeadLetterStore(str(tmp_path / "sub" / "dl.sqlite3"))
     first = store.record(
-        function="f", name="n", handle="H:1", unique="u", payload=b"\x00p", error="e", attempts=3, failed_at=1.0
+        function="f",
+        name="n",
+        handle="H:1",
+        unique="u",
+        payload=b"\x00p",
+        error="e",
+        attempts=3,
+        failed_at=time.time() - 7200,
     )
     second = store.record(function="g", name="n", handle="H:2", unique="", payload=b"q", error="e2", attempts=1)
     assert [letter.id for letter in store.list()] == [second, first]
@@ -98,3 +106,17 @@ def test_slots_are_concurrency_then_dedicated() -> None:
     config = build({"concurrency": 2, "pool": {"dedicated": {"islandora_derivatives": 2}}}, "f")
     dedicated = SlotSpec(("islandora_derivatives",))
     assert slot_specs(config) == [SlotSpec(), SlotSpec(), dedicated, dedicated]
+
+
+def test_events_of_a_worker_process_reach_the_supervisors_endpoint() -> None:
+    """A dead letter that could not be written is counted in the child and exported by the supervisor."""
+    from islandora_job import metrics as metrics_module
+
+    metrics_module.count_event("dead_letters_unrecorded", 2)
+    snapshot = JobStats.from_json(json.loads(json.dumps(JobStats().to_json())))  # as sent over the status pipe
+    pool = PoolMetrics()
+    pool.update(101, snapshot, busy=False)
+    pool.retire(101, "max_jobs")  # counters survive the process
+    families = {family.name: family for family in pool.collect()}
+    [sample] = families["islandora_job_dead_letters_unrecorded"].samples
+    assert sample.name == "islandora_job_dead_letters_unrecorded_total" and sample.value >= 2
