@@ -17,6 +17,12 @@ completed, failed as designed, lost (submitted, no record: must be 0), dropped a
 log: must be 0), duplicates (extra runs; at-least-once delivery bounds them by kills + concurrency x gearmand
 restarts), peak RSS, RSS of the worker processes early and late (flat across recycling), drain time.
 Exit status 1 on any loss or drop, or when the bound on duplicates is exceeded.
+
+Then the frozen-server phase (:func:`run_frozen_phase`; ``--frozen-only`` runs it alone, ``--frozen-seconds 0``
+skips it): two gearmands, a pool on both, background jobs queued on both, and one gearmand frozen with SIGSTOP for
+30 s while jobs keep arriving on the other and a foreground job goes through it every 0.25 s. Nothing may be lost,
+the healthy server must keep being served (every foreground job answered; their round trips are reported), and
+after SIGCONT the frozen server's jobs must all run.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -378,6 +385,146 @@ def _submit(
         client.close()
 
 
+@dataclass
+class FrozenResult:
+    freeze_seconds: float
+    concurrency: int
+    queued_before: int = 0
+    submitted_during: int = 0
+    served_during: int = 0
+    pings: int = 0
+    pings_failed: int = 0
+    ping_p50_ms: float = 0.0
+    ping_max_ms: float = 0.0
+    lost: int = 0
+    duplicates: int = 0
+    drained: bool = False
+    drain_seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.drained and self.lost == 0 and self.pings_failed == 0 and self.served_during > 0
+
+    def table(self) -> str:
+        rows = [
+            ("frozen (SIGSTOP) for", f"{self.freeze_seconds:.0f} s, one of two gearmands"),
+            ("background jobs queued before the freeze (both servers)", f"{self.queued_before:,}"),
+            ("background jobs submitted to the healthy server during it", f"{self.submitted_during:,}"),
+            ("foreground jobs (high priority) through it meanwhile", f"{self.pings} ({self.pings_failed} failed)"),
+            ("jobs of the healthy server run during the freeze", f"{self.served_during:,}"),
+            ("foreground round trip, p50 / max", f"{self.ping_p50_ms:.1f} / {self.ping_max_ms:.0f} ms"),
+            ("lost", f"{self.lost}"),
+            ("duplicates (extra runs)", f"{self.duplicates}"),
+            ("drain time after SIGCONT", f"{self.drain_seconds:.1f} s"),
+        ]
+        return "\n".join(["| measure | value |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)])
+
+
+def run_frozen_phase(
+    workdir: Path, *, freeze_seconds: float = 30.0, concurrency: int = 4, queued: int = 2000, progress: bool = False
+) -> FrozenResult:
+    """One of two gearmands frozen for ``freeze_seconds``: the other keeps being served, nothing is lost."""
+    result = FrozenResult(freeze_seconds=freeze_seconds, concurrency=concurrency)
+    records = workdir / "frozen-records.txt"
+    frozen, healthy = Gearmand(workdir), Gearmand(workdir)
+    next_id = 0
+    latencies: list[float] = []
+
+    def requests(count: int) -> list[JobRequest]:
+        nonlocal next_id
+        batch = []
+        for job_id in range(next_id, next_id + count):
+            if job_id % 10 == 0:  # some jobs in flight at any moment
+                batch.append(JobRequest("soak.slow", (job_id, 0.05), unique=f"frozen-{job_id}"))
+            else:
+                batch.append(JobRequest("soak.quick", (job_id,), unique=f"frozen-{job_id}"))
+        next_id += count
+        return batch
+
+    with Processes() as procs:
+        try:
+            frozen.start()
+            healthy.start()
+            config = worker_config(
+                workdir / "frozen-worker.toml",
+                [frozen.address, healthy.address],
+                concurrency=concurrency,
+                modules=("benchmarks.soak_jobs",),
+                pool="max_jobs = 0\nidle_grab_interval = 2\nshutdown_timeout = 10\n",
+            )
+            pool = start_pool(procs, config, workdir / "frozen-worker.log", env=bench_env(SOAK_RECORDS=str(records)))
+            for server in (frozen, healthy):
+                wait_workers(server.port, "soak.quick", concurrency)
+            for server in (frozen, healthy):
+                with JobClient([server.address]) as client:
+                    answers = client.submit_batch(requests(queued // 2), background=True)
+                result.queued_before += sum(1 for answer in answers if answer.ok)
+            assert frozen.process is not None
+            os.kill(frozen.process.pid, signal.SIGSTOP)
+            first_during = next_id
+            try:
+                latencies = _serve_through(healthy, freeze_seconds, requests, result)
+                served = read_records(records)
+                result.served_during = sum(1 for i in range(first_during, next_id) if served[i])
+            finally:
+                os.kill(frozen.process.pid, signal.SIGCONT)
+            thawed = time.monotonic()
+            while time.monotonic() < thawed + 300:
+                runs = read_records(records)
+                counts = [status_counts(server.port) for server in (frozen, healthy)]
+                queued_now = sum(v[0] for count in counts for k, v in count.items() if k in FUNCTIONS)
+                if progress:
+                    print(f"  frozen phase drain: {len(runs):,}/{next_id:,} recorded", file=sys.stderr)
+                if queued_now == 0 and all(runs[i] for i in range(next_id)):
+                    result.drained = True
+                    break
+                time.sleep(0.5)
+            result.drain_seconds = time.monotonic() - thawed
+            procs.stop(pool, signal.SIGTERM, timeout=20)
+        finally:
+            procs.stop_all()
+            for server in (frozen, healthy):
+                if server.process is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(server.process.pid, signal.SIGCONT)
+                server.stop()
+    runs = read_records(records)
+    result.lost = sum(1 for i in range(next_id) if not runs[i])
+    result.duplicates = sum(n - 1 for n in runs.values() if n > 1)
+    if latencies:
+        result.ping_p50_ms = statistics.median(latencies) * 1000
+        result.ping_max_ms = max(latencies) * 1000
+    return result
+
+
+def _serve_through(
+    healthy: Gearmand, seconds: float, requests: Callable[[int], list[JobRequest]], result: FrozenResult
+) -> list[float]:
+    """Background batches and foreground jobs through the healthy server for ``seconds``; the round trips."""
+    latencies: list[float] = []
+    end = time.monotonic() + seconds
+    next_batch = 0.0
+    with JobClient([healthy.address]) as client:
+        while time.monotonic() < end:
+            if time.monotonic() >= next_batch:
+                next_batch = time.monotonic() + 1.0
+                answers = client.submit_batch(requests(50), background=True)
+                result.submitted_during += sum(1 for answer in answers if answer.ok)
+            request = requests(1)[0]
+            started = time.monotonic()
+            try:
+                # high priority: the round trip measures the workers' availability, not the queue ahead of it
+                client.submit(request.name, *request.args, unique=request.unique, priority="high", timeout=10)
+                latencies.append(time.monotonic() - started)
+            except Exception as exc:  # counted and reported, never raised: the phase reports what happened
+                result.pings_failed += 1
+                result.errors.append(f"{type(exc).__name__}: {exc}")
+            result.pings += 1
+            time.sleep(0.25)
+    return latencies
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=100_000)
@@ -387,7 +534,15 @@ def main() -> int:
     parser.add_argument("--hup-every", type=float, default=30.0)
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs and records here")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--frozen-seconds", type=float, default=30.0, help="the frozen-server phase (0: skip it)")
+    parser.add_argument("--frozen-only", action="store_true", help="run only the frozen-server phase")
     options = parser.parse_args()
+    if options.frozen_only:
+        with tempfile.TemporaryDirectory(prefix="soak-frozen-") as tmp:
+            frozen = run_frozen_phase(Path(tmp), freeze_seconds=options.frozen_seconds, progress=True)
+        print(json.dumps({**asdict(frozen), "ok": frozen.ok}, indent=2) if options.json else frozen.table())
+        print("OK" if frozen.ok else "FAILED")
+        return 0 if frozen.ok else 1
     with contextlib.ExitStack() as stack:
         workdir = options.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="soak-")))
         workdir.mkdir(parents=True, exist_ok=True)
@@ -406,7 +561,14 @@ def main() -> int:
     else:
         print(result.table())
         print("OK" if result.ok else "FAILED: " + json.dumps({"lost_ids": result.lost_ids, "drained": result.drained}))
-    return 0 if result.ok else 1
+    if options.frozen_seconds <= 0:
+        return 0 if result.ok else 1
+    with contextlib.ExitStack() as stack:
+        workdir = options.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="soak-frozen-")))
+        frozen = run_frozen_phase(workdir, freeze_seconds=options.frozen_seconds, progress=True)
+    print(json.dumps({**asdict(frozen), "ok": frozen.ok}, indent=2) if options.json else frozen.table())
+    print("OK" if frozen.ok else "FAILED: frozen-server phase")
+    return 0 if result.ok and frozen.ok else 1
 
 
 if __name__ == "__main__":

@@ -35,3 +35,28 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempts = 0
+
+
+@dataclass(slots=True)
+class Throttle:
+    """At most one log line per ``window`` seconds for a condition that repeats (a server that keeps failing).
+
+    A reconnection loop logs through one of these, so a server that accepts and then misbehaves costs one line a
+    minute, not two per attempt; the line that is let through says how many were held back since the last one.
+    """
+
+    window: float = 60.0
+    _last: float = field(default=float("-inf"), init=False)
+    _held: int = field(default=0, init=False)
+
+    def allow(self, now: float) -> int | None:
+        """None to stay quiet; otherwise the number of lines held back since the last one let through."""
+        if now - self._last < self.window:
+            self._held += 1
+            return None
+        held, self._last, self._held = self._held, now, 0
+        return held
+
+    def reset(self) -> None:
+        self._last = float("-inf")
+        self._held = 0

@@ -133,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         built.router,
         functions=functions,
         idle_grab_interval=config.pool.idle_grab_interval,
+        grab_timeout=config.pool.grab_timeout,
         max_jobs=config.pool.max_jobs,
         lifetime=args.lifetime,
         max_rss_mb=config.pool.max_rss_mb,

@@ -157,16 +157,29 @@ class PacketReader:
         with memoryview(buffer) as view:
             packet_bytes = view[:end].tobytes()
         try:
-            parsed_type, args, size = gp.parse_binary_command(memoryview(packet_bytes), self._is_response)
-        except (gearman_errors.ProtocolError, struct.error, ValueError) as exc:
-            self._fail(str(exc))
-        del buffer[:size]
-        return Packet(Command(parsed_type), args)
+            packet = parse_whole(packet_bytes, response=self._is_response)
+        except ProtocolError as exc:
+            self._fail(str(exc.__cause__))
+        del buffer[:end]
+        return packet
 
     def _fail(self, reason: str) -> NoReturn:
         self._error = ProtocolError(f"malformed Gearman packet: {reason}")
         self._buffer.clear()
         raise self._error
+
+
+def parse_whole(packet_bytes: bytes, *, response: bool) -> Packet:
+    """One whole packet whose header the caller has checked (magic, type, length) → its :class:`Packet`.
+
+    For readers that frame the stream themselves (the worker's protocol, which must see an over-size header before
+    anything is buffered); raises :class:`ProtocolError` when the arguments are malformed.
+    """
+    try:
+        parsed_type, args, _ = gp.parse_binary_command(memoryview(packet_bytes), response)
+    except (gearman_errors.ProtocolError, struct.error, ValueError) as exc:
+        raise ProtocolError(f"malformed Gearman packet: {exc}") from exc
+    return Packet(Command(parsed_type), args)
 
 
 _KNOWN: Final = frozenset(command.value for command in Command)

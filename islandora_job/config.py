@@ -47,6 +47,8 @@ class PoolConfig:
     default_timeout: float = 600.0
     #: Seconds between defensive grabs while asleep, in case a NOOP was lost.
     idle_grab_interval: float = 15.0
+    #: Seconds a server has to answer a grab (or the probe after connecting) before it is treated as down.
+    grab_timeout: float = 1.0
     #: Cap of the backoff before restarting a child that crashed.
     restart_backoff_max: float = 30.0
     #: Extra processes that serve only one job or function each: ``{"islandora_derivatives" = 2}``.
@@ -188,6 +190,7 @@ _ENV_KEYS: Final = (
     "pool.shutdown_timeout",
     "pool.default_timeout",
     "pool.idle_grab_interval",
+    "pool.grab_timeout",
     "pool.restart_backoff_max",
     "logging.level",
     "logging.json",
@@ -357,6 +360,7 @@ def build(
         shutdown_timeout=pool_table.number("shutdown_timeout", 30.0),
         default_timeout=pool_table.number("default_timeout", 600.0, positive=True),
         idle_grab_interval=pool_table.number("idle_grab_interval", 15.0, positive=True),
+        grab_timeout=pool_table.number("grab_timeout", 1.0, positive=True),
         restart_backoff_max=pool_table.number("restart_backoff_max", 30.0, positive=True),
         dedicated=_dedicated(pool_table.table("dedicated")),
     )

@@ -2,19 +2,24 @@
 
 Theory of operation
 -------------------
-The main thread owns every connection and runs the job in hand. Each server is a :class:`ServerLink` in one of
-three states::
+The main thread owns every connection and runs the job in hand. Each server is a :class:`ServerLink`
+(:mod:`islandora_job.worker_link`: a non-blocking socket, a deadline, a backoff) whose Gearman state is a
+socket-free :class:`~islandora_job.worker_protocol.WorkerProtocol` (that module's docstring has the state diagram).
+The loop, :meth:`Worker._loop`, does three things in turn:
 
-    DOWN ──connect, SET_CLIENT_ID, CAN_DO…──▶ IDLE ⇄ GRAB_JOB_UNIQ, then NO_JOB, or JOB_ASSIGN_UNIQ (job runs, answer)
-      ▲                                        │
-      └──── connection lost (from any state) ◀─┴── PRE_SLEEP ──▶ SLEEPING ──NOOP, or a defensive grab──▶ IDLE
+1. when no grab is outstanding, ask the next READY server for a job (in turn, starting after the one that gave the
+   last job: fair between servers), or put the servers that said NO_JOB to sleep (PRE_SLEEP);
+2. wait in one ``select`` on every socket, the signal wake-up socket and the supervisor's pipe, and handle what
+   arrived: at most one ``recv`` per connection per wake-up, so no connection can monopolise the loop. A job
+   assigned runs there and then; its answer is queued on its link;
+3. close the connections whose deadline passed (a connect, or an answer owed to the probe or to a grab, after
+   ``grab_timeout``: the server is treated as down, gearmand requeues what it may have assigned), and start the
+   reconnections that are due.
 
-The loop asks the servers for a job in turn, starting after the one that gave the last job (fair between servers),
-with at most one GRAB outstanding, so a process never holds a job it cannot start (a worker grabbing more than it
-runs starves the others). When every server says NO_JOB it sends PRE_SLEEP to all and blocks in ``select`` on the
-sockets, the signal wake-up socket and the supervisor's pipe: no CPU while idle. A NOOP from any server starts a
-new round; so does a timer every ``idle_grab_interval`` (a defensive grab, so a lost NOOP cannot strand jobs), and
-a due reconnection.
+At most one GRAB is outstanding in the whole process, so a process never holds a job it cannot start (a worker
+grabbing more than it runs starves the others), and no server can hold the loop longer than ``grab_timeout``.
+No CPU while idle; a timer every ``idle_grab_interval`` wakes the sleeping servers for a defensive grab (so a lost
+NOOP cannot strand jobs).
 
 Time limits: gearmand accepts WORK_FAIL only on the connection that holds the job, so whatever answers must outlive
 a hung job. A :class:`Watchdog` thread is armed with the deadline of each attempt; if the job has not returned by
@@ -30,12 +35,12 @@ the way from one job to the next (at the default INFO level that was the largest
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import enum
 import logging
+import math
 import os
-import selectors
+import select
 import socket
 import sys
 import threading
@@ -44,28 +49,28 @@ from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple, Protocol
 
 from islandora_job.address import ServerAddress
-from islandora_job.backoff import Backoff
 from islandora_job.bridge import kill_command_groups
-from islandora_job.codec import Command, Packet, encode
-from islandora_job.connection import ConnectFailed, Connection
+from islandora_job.codec import DEFAULT_MAX_PACKET, Command, encode
+from islandora_job.config import PoolConfig
+from islandora_job.connection import describe_os_error
 from islandora_job.context import Reporter
 from islandora_job.deadlines import DeadlineSlot
 from islandora_job.errors import ConnectionLost, ProtocolError
 from islandora_job.router import Assignment, Outcome, Prepared, Router
+from islandora_job.worker_link import NEVER, ServerLink
+from islandora_job.worker_protocol import Echoed, JobAssigned, NoJob, OversizeJob, Phase, ServerEvent
 
 log = logging.getLogger(__name__)
 
 #: Exit status of a process whose watchdog answered a hung job (the supervisor restarts it without delay).
 EXIT_HUNG_JOB: Final = 70
-#: How often a server that stays unreachable is logged (one line per window, not per attempt).
-UNREACHABLE_LOG_WINDOW: Final = 60.0
+#: Seconds a server has to answer a grab (or the probe after connecting) before it is treated as down.
+DEFAULT_GRAB_TIMEOUT: Final = PoolConfig().grab_timeout
 RSS_CHECK_INTERVAL: Final = 1.0
-
-
-class LinkState(enum.Enum):
-    DOWN = "down"
-    IDLE = "idle"
-    SLEEPING = "sleeping"
+#: The slowest transfer of an answer (a large job) accepted before its server is treated as down: bytes per second.
+MIN_ANSWER_RATE: Final = 10 * 1024 * 1024
+READABLE: Final = select.POLLIN | select.POLLPRI
+FAILED: Final = select.POLLERR | select.POLLHUP | select.POLLNVAL
 
 
 class StopReason(enum.Enum):
@@ -103,37 +108,6 @@ class NoEvents:
 
 
 FailureRecorder = Callable[[Assignment, str, Outcome], None]
-
-
-class ServerLink:
-    """One server as the worker sees it: a connection, its state, packets read ahead, reconnection timing."""
-
-    def __init__(self, address: ServerAddress, *, connect_timeout: float, io_timeout: float) -> None:
-        self.address = address
-        self.conn = Connection(address, connect_timeout=connect_timeout, io_timeout=io_timeout)
-        self.state = LinkState.DOWN
-        self.inbox: collections.deque[Packet] = collections.deque()
-        self.outbox = b""
-        self.backoff = Backoff(initial=0.2, cap=10.0)
-        self.retry_at = 0.0
-        self.registered_fd = -1
-        self.failures = 0
-        self.last_logged = -UNREACHABLE_LOG_WINDOW
-
-    def __repr__(self) -> str:
-        return f"<ServerLink {self.address} {self.state.value}>"
-
-    def send(self, data: bytes) -> None:
-        """Send queued results first, then ``data``, in one write."""
-        out, self.outbox = self.outbox + data, b""
-        if out:
-            self.conn.send(out)
-
-    def read(self) -> Packet:
-        """The next packet, blocking up to the connection's I/O timeout."""
-        while not self.inbox:
-            self.inbox.extend(self.conn.receive())
-        return self.inbox.popleft()
 
 
 class Watchdog(threading.Thread):
@@ -224,7 +198,7 @@ class _Progress:
             if self._worker.watchdog.fired:
                 return
             try:
-                job.link.send(encode(command, job.handle, *args))
+                job.link.send_blocking(encode(command, job.handle, *args), self._worker.io_timeout)
             except (ConnectionLost, OSError) as exc:
                 log.debug("progress for %s not sent: %s", job.handle, exc)
 
@@ -274,6 +248,9 @@ class Worker:
         send_exceptions: bool = False,
         connect_timeout: float = 3.0,
         io_timeout: float = 30.0,
+        grab_timeout: float = DEFAULT_GRAB_TIMEOUT,
+        max_packet: int = DEFAULT_MAX_PACKET,
+        reconnect_backoff_cap: float = 10.0,
         deadline_slot: DeadlineSlot | None = None,
     ) -> None:
         if not servers:
@@ -283,8 +260,19 @@ class Worker:
         if not self.functions:
             raise ValueError("no jobs to serve")
         self.client_id = client_id or f"{socket.gethostname()}:{os.getpid()}"
-        self.links = [ServerLink(a, connect_timeout=connect_timeout, io_timeout=io_timeout) for a in servers]
+        registration = b"".join(
+            [encode(Command.SET_CLIENT_ID, self.client_id)]
+            + [encode(Command.CAN_DO, function) for function in self.functions]
+        )
+        self.links = [
+            ServerLink(address, registration, max_packet=max_packet, backoff_cap=reconnect_backoff_cap)
+            for address in servers
+        ]
         self.idle_grab_interval = idle_grab_interval
+        self.connect_timeout = connect_timeout
+        self.io_timeout = io_timeout
+        self.grab_timeout = grab_timeout
+        self.max_packet = max_packet
         self.max_jobs = max_jobs
         self.lifetime_end = None if lifetime is None else time.monotonic() + lifetime
         self.max_rss_mb = max_rss_mb
@@ -296,22 +284,25 @@ class Worker:
         self._job: _Job | None = None
         self._hooks = _Hooks(self)
         self._turn = 0
+        self._grabbing: ServerLink | None = None  # the one link with a GRAB outstanding
+        self._done: _Done | None = None  # the last job, answered but not yet logged and reported
+        self._backlog: list[ServerLink] = []  # links with events buffered after a job, handled after the next grab
+        self._wake_all_at = NEVER  # the next defensive grab, while idle
+        self._earliest = 0.0  # the earliest deadline or reconnection the last wait was computed for
         self._stopping = False
         self._stop_reason = StopReason.STOPPED
         self._ready = False
         self._next_rss_check = 0.0
-        self._selector = selectors.DefaultSelector()
+        # select.poll, not the selectors module: one wait per job, and the module's wrapping cost ~5 µs of it.
+        self._poll = select.poll()
+        self._handlers: dict[int, ServerLink | str] = {}
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._watch(self._wake_r.fileno(), READABLE, "wake")
         self._control_fd = control_fd
         if control_fd is not None:
-            self._selector.register(control_fd, selectors.EVENT_READ, "control")
-        self._registration = b"".join(
-            [encode(Command.SET_CLIENT_ID, self.client_id)]
-            + [encode(Command.CAN_DO, function) for function in self.functions]
-        )
+            self._watch(control_fd, READABLE, "control")
 
     # --- control from outside (signal handlers, tests) ----------------------------------------------------------
 
@@ -334,32 +325,174 @@ class Worker:
         try:
             return self._loop()
         finally:
-            self._flush_all()
+            if self._done is not None:
+                self._report(self._done)
             for link in self.links:
+                if link.unsent and link.is_open:
+                    with contextlib.suppress(ConnectionLost, OSError):
+                        link.send_blocking(b"", min(self.io_timeout, 5.0))
                 self._drop(link, None)
-            self._selector.close()
             self._wake_r.close()
             self._wake_w.close()
 
     def _loop(self) -> StopReason:
-        done: _Done | None = None  # the last job, answered but not yet logged and reported
-        try:
-            while True:
+        """Ask for work when nothing is outstanding, then wait on every connection at once, then check deadlines."""
+        while True:
+            if self._grabbing is None:
                 if self._stopping:
                     return self._stop_reason
                 reason = self._recycle_reason()
                 if reason is not None:
                     return reason
-                self._reconnect_due()
-                previous, done = done, None
-                grabbed = self._grab_round(previous)
-                if grabbed is not None:
-                    done = self._work(*grabbed)
+                self._ask()
+            self._wait()
+            if self._earliest <= (now := time.monotonic()):
+                self._check_deadlines(now)
+                self._reconnect_due(now)
+
+    def _ask(self) -> None:
+        """GRAB from the next READY server in turn (fair between servers); with none, put the EMPTY ones to sleep."""
+        count = len(self.links)
+        for offset in range(count):
+            index = (self._turn + offset) % count
+            link = self.links[index]
+            if link.is_open and link.proto.phase is Phase.READY:
+                for other in self.links:  # results of other servers go out before this grab can bring a job
+                    if other is not link and other.unsent:
+                        self._safe_flush(other)
+                if self._send(link, link.proto.grab()):
+                    link.asked_at = time.monotonic()
+                    link.due = link.asked_at + self.grab_timeout
+                    self._grabbing = link
+                    self._turn = (index + 1) % count
+                    self._report_done()
+                    return
+        self._report_done()
+        for link in self.links:
+            if link.is_open and link.proto.phase is Phase.EMPTY:
+                self._send(link, link.proto.sleep())
+        if self._wake_all_at == NEVER:
+            self._wake_all_at = time.monotonic() + self.idle_grab_interval
+        self.events.idle()
+
+    def _report_done(self) -> None:
+        if self._done is not None:
+            done, self._done = self._done, None
+            self._report(done)
+
+    def _timeout_ms(self) -> int:
+        """Milliseconds until the next deadline (rounded up, so a deadline is never polled for in a spin); -1: none."""
+        if self._backlog or (self._stopping and self._grabbing is None):
+            return 0
+        deadline = self._wake_all_at if self._grabbing is None else NEVER
+        for link in self.links:
+            due = link.due if link.sock is not None else link.retry_at
+            if due < deadline:
+                deadline = due
+        if self.lifetime_end is not None and self.lifetime_end < deadline:
+            deadline = self.lifetime_end
+        self._earliest = deadline
+        if deadline == NEVER:
+            return -1
+        return max(0, math.ceil((deadline - time.monotonic()) * 1000))
+
+    def _wait(self) -> None:
+        ready = self._poll.poll(self._timeout_ms())
+        backlog, self._backlog = self._backlog, []
+        for fd, mask in ready:
+            handler = self._handlers.get(fd)
+            if isinstance(handler, ServerLink):
+                self._on_ready(handler, mask)
+            elif handler == "wake":
+                self._drain_wakeups()
+            elif handler == "control":
+                self._read_control()
+        for link in backlog:
+            if link.is_open:
+                try:
+                    self._drain(link)
+                except (ConnectionLost, ProtocolError, OSError) as exc:
+                    self._lost(link, exc)
+        if self._wake_all_at != NEVER and self._grabbing is None and self._wake_all_at <= time.monotonic():
+            self._wake_all_at = NEVER
+            for link in self.links:  # a defensive grab, in case a NOOP was lost
+                if link.is_open and link.proto.phase is Phase.SLEEPING:
+                    link.proto.wake()
+
+    def _on_ready(self, link: ServerLink, mask: int) -> None:
+        if link.sock is None:
+            return
+        if link.connecting:
+            try:
+                link.finish_connect(time.monotonic(), self.grab_timeout)
+            except OSError as exc:
+                self._failed(link, describe_os_error(exc), connecting=True)
+                return
+        try:
+            if mask & select.POLLOUT:
+                link.flush()
+            if mask & (READABLE | FAILED) and link.is_open:
+                link.receive()
+                self._drain(link)
+                if link.proto.awaiting_answer and link.proto.mid_packet:
+                    self._answering(link)
+        except (ConnectionLost, ProtocolError, OSError) as exc:
+            self._lost(link, exc)
+            return
+        if link.outbuf or link.mask != READABLE:
+            self._update(link)
+
+    def _answering(self, link: ServerLink) -> None:
+        """Part of the answer is in: keep waiting while bytes come, but only as long as a transfer at
+        :data:`MIN_ANSWER_RATE` of the declared size needs (a server trickling bytes cannot hold us for ever)."""
+        limit = link.asked_at + self.grab_timeout + link.proto.incoming / MIN_ANSWER_RATE
+        link.due = min(time.monotonic() + self.grab_timeout, limit)
+
+    def _drain(self, link: ServerLink) -> None:
+        """Handle the link's buffered events. After a job, what follows it belongs to the next exchange: it waits
+        (in the backlog) until the job's answer and the next grab are out."""
+        while (event := link.proto.next_event()) is not None:
+            self._on_event(link, event)
+            if self._done is not None:
+                if link.proto.buffered:
+                    self._backlog.append(link)
+                return
+
+    def _on_event(self, link: ServerLink, event: ServerEvent) -> None:
+        if isinstance(event, JobAssigned | OversizeJob):
+            self._answered(link)
+            self._done = self._work(link, event)
+        elif isinstance(event, NoJob):
+            self._answered(link)
+        elif isinstance(event, Echoed):
+            link.due = NEVER
+            self._registered(link)
+        if link.proto.phase is Phase.READY:
+            self._wake_all_at = NEVER
+
+    def _answered(self, link: ServerLink) -> None:
+        """The server answered a grab: a successful exchange, the only thing that resets its backoff."""
+        link.due = NEVER
+        self._grabbing = None
+        if link.failures:
+            log.info("server %s reachable again after %d failed attempt(s)", link.address, link.failures)
+            link.failures = 0
+            link.backoff.reset()
+            link.throttle.reset()
+
+    def _check_deadlines(self, now: float) -> None:
+        for link in self.links:
+            if link.sock is None or now < link.due:
+                continue
+            if not link.connecting:
+                self._on_ready(link, READABLE)  # first read what came meanwhile (during a job, say)
+                if link.sock is None or not link.proto.awaiting_answer or time.monotonic() < link.due:
                     continue
-                self._sleep()
-        finally:
-            if done is not None:
-                self._report(done)
+            if link.connecting:
+                self._failed(link, f"connect timed out after {self.connect_timeout:g}s", connecting=True)
+            else:
+                waited = "probe" if link.proto.phase is Phase.PROBING else "grab"
+                self._failed(link, f"no answer to our {waited} within {self.grab_timeout:g}s; treating it as down")
 
     def _recycle_reason(self) -> StopReason | None:
         if self.max_jobs and self.jobs_done >= self.max_jobs:
@@ -372,100 +505,6 @@ class Worker:
             if rss_mb() > self.max_rss_mb:
                 return StopReason.RSS
         return None
-
-    def _grab_round(self, done: _Done | None) -> tuple[ServerLink, Packet] | None:
-        """Ask each connected server once, in turn; the first job wins.
-
-        ``done`` (the previous job) is logged and reported once the first GRAB_JOB_UNIQ, carrying its result, is on
-        its way, or at the end if no server could be asked.
-        """
-        count = len(self.links)
-        for offset in range(count):
-            index = (self._turn + offset) % count
-            link = self.links[index]
-            if link.state is LinkState.DOWN or not self._request(link):
-                continue
-            if done is not None:
-                self._report(done)
-                done = None
-            packet = self._reply(link)
-            if packet is not None:
-                self._turn = (index + 1) % count
-                return link, packet
-        if done is not None:
-            self._report(done)
-        return None
-
-    def _request(self, link: ServerLink) -> bool:
-        """Send GRAB_JOB_UNIQ (after every result still queued); False if the link was lost."""
-        for other in self.links:
-            if other is not link and other.outbox:
-                self._safe_flush(other)
-        try:
-            link.send(GRAB)
-        except (ConnectionLost, OSError) as exc:
-            self._lost(link, exc)
-            return False
-        link.state = LinkState.IDLE
-        return True
-
-    def _reply(self, link: ServerLink) -> Packet | None:
-        """The answer to our GRAB_JOB_UNIQ: a job, or None (NO_JOB, or the link was lost)."""
-        try:
-            while True:
-                packet = link.read()
-                command = packet.command
-                if command is Command.JOB_ASSIGN_UNIQ:
-                    return packet
-                if command is Command.NO_JOB:
-                    return None
-                if command is Command.NOOP:
-                    continue  # a wake-up from before this grab
-                if command is Command.ERROR:
-                    raise ProtocolError(f"server error {packet['error_code']!r}: {packet['error_text']!r}")
-                raise ProtocolError(f"unexpected {command.name} in answer to GRAB_JOB_UNIQ")
-        except (ConnectionLost, ProtocolError, OSError) as exc:
-            self._lost(link, exc)
-            return None
-
-    def _sleep(self) -> None:
-        self._flush_all()
-        now = time.monotonic()
-        timeout = self.idle_grab_interval
-        for link in self.links:
-            if link.state is LinkState.DOWN:
-                timeout = min(timeout, max(0.0, link.retry_at - now))
-            elif link.state is not LinkState.SLEEPING:
-                try:
-                    link.send(PRE_SLEEP)
-                    link.state = LinkState.SLEEPING
-                except (ConnectionLost, OSError) as exc:
-                    self._lost(link, exc)
-                    timeout = 0.0
-        if self.lifetime_end is not None:
-            timeout = min(timeout, max(0.0, self.lifetime_end - now))
-        if self._stopping:
-            return
-        self.events.idle()
-        for key, _ in self._selector.select(timeout):
-            if key.data == "wake":
-                self._drain_wakeups()
-            elif key.data == "control":
-                self._read_control()
-            else:
-                self._read_sleeping(key.data)
-
-    def _read_sleeping(self, link: ServerLink) -> None:
-        try:
-            packets = link.conn.receive()
-        except (ConnectionLost, ProtocolError) as exc:
-            self._lost(link, exc)
-            return
-        for packet in packets:
-            if packet.command is Command.NOOP:
-                link.state = LinkState.IDLE
-            else:
-                log.warning("%s sent %s to a sleeping worker; ignored", link.address, packet.command.name)
 
     def _drain_wakeups(self) -> None:
         try:
@@ -482,27 +521,30 @@ class Worker:
             data = b""
         if not data:  # the supervisor is gone: finish like a warm stop
             log.warning("supervisor gone; stopping")
-            self._selector.unregister(self._control_fd)
+            self._unwatch(self._control_fd)
             self._control_fd = None
             self._stop_reason = StopReason.PARENT_GONE
             self._stopping = True
 
     # --- jobs ---------------------------------------------------------------------------------------------------
 
-    def _work(self, link: ServerLink, packet: Packet) -> _Done:
+    def _work(self, link: ServerLink, job: JobAssigned | OversizeJob) -> _Done:
         """Run the job and queue its answer on ``link``; what is left to log and report is returned."""
         started = time.monotonic()
-        handle = packet["job_handle"]
         assignment = Assignment(
-            function=packet["task"].decode("utf-8", "replace"),
-            handle=handle.decode("utf-8", "replace"),
-            unique=packet["unique"].decode("utf-8", "replace"),
-            data=packet["data"],
+            function=job.function.decode("utf-8", "replace"),
+            handle=job.handle.decode("utf-8", "replace"),
+            unique=job.unique.decode("utf-8", "replace"),
+            data=job.data if isinstance(job, JobAssigned) else job.head,
         )
         self.events.job_started()
-        prepared = self.router.prepare(assignment)
+        if isinstance(job, OversizeJob):
+            reason = f"job of {job.size} bytes exceeds the cap of {self.max_packet} bytes; its payload was not read"
+            prepared: Prepared | Outcome = Outcome.failure(reason, 0)
+        else:
+            prepared = self.router.prepare(assignment)
         name = prepared.name if isinstance(prepared, Prepared) else assignment.function
-        self._job = _Job(link, handle, assignment, name)
+        self._job = _Job(link, job.handle, assignment, name)
         try:
             outcome = prepared if isinstance(prepared, Outcome) else self.router.run(prepared, self._hooks)
         finally:
@@ -510,24 +552,22 @@ class Worker:
             self._job = None
         if answered_by_watchdog:  # pragma: no cover - the watchdog ends the process while holding the lock
             threading.Event().wait()
-        self._answer(link, handle, outcome)
-        self.jobs_done += 1
         if not outcome.ok and self.record_failure is not None:
             self._record(assignment, name, outcome)  # before the failure is sent: the record must not be lost
+        link.results += link.proto.answer(self._answer(job.handle, outcome))  # sent with the next packet
+        self.jobs_done += 1
         return _Done(name, assignment, outcome, time.monotonic() - started)
 
     def _report(self, done: _Done) -> None:
         self._log_outcome(done)
         self.events.job_done(done.name, done.outcome.status, done.seconds)
 
-    def _answer(self, link: ServerLink, handle: bytes, outcome: Outcome) -> None:
+    def _answer(self, handle: bytes, outcome: Outcome) -> bytes:
         if outcome.status == "complete":
-            data = encode(Command.WORK_COMPLETE, handle, outcome.data)
-        elif outcome.status == "fail":
-            data = encode(Command.WORK_FAIL, handle)
-        else:
-            data = self._failure(handle, outcome.reason)
-        link.outbox += data  # sent with the next packet on this link, before anything can wait
+            return encode(Command.WORK_COMPLETE, handle, outcome.data)
+        if outcome.status == "fail":
+            return encode(Command.WORK_FAIL, handle)
+        return self._failure(handle, outcome.reason)
 
     def _failure(self, handle: bytes, reason: str) -> bytes:
         """The packets of a failure with a reason: WORK_EXCEPTION, or WORK_WARNING + WORK_FAIL.
@@ -577,7 +617,7 @@ class Worker:
         kill_command_groups()  # a command runs in its own session: its whole tree goes before this process does
         reason = f"job {token.name} timed out after {token.timeout:g}s"
         try:
-            token.link.send(token.link.outbox + self._failure(token.handle, reason))
+            token.link.send_blocking(self._failure(token.handle, reason), self.io_timeout)
             answered = "answered"
         except (ConnectionLost, OSError) as exc:
             answered = f"could not answer ({exc}); gearmand will requeue it"
@@ -600,79 +640,96 @@ class Worker:
 
     # --- connections --------------------------------------------------------------------------------------------
 
-    def _reconnect_due(self) -> None:
-        now = time.monotonic()
+    def _reconnect_due(self, now: float) -> None:
         for link in self.links:
-            if link.state is LinkState.DOWN and now >= link.retry_at:
-                self._connect(link)
+            if link.sock is None and now >= link.retry_at:
+                try:
+                    link.start_connect(now, self.connect_timeout)
+                except OSError as exc:
+                    link.close()
+                    self._failed(link, describe_os_error(exc), connecting=True)
+                    continue
+                self._update(link)
 
-    def _connect(self, link: ServerLink) -> None:
-        try:
-            link.conn.connect()
-            link.conn.send(self._registration)
-        except (ConnectFailed, ConnectionLost) as exc:
-            link.conn.close()
-            link.failures += 1
-            link.retry_at = time.monotonic() + link.backoff.next_delay()
-            now = time.monotonic()
-            if now - link.last_logged >= UNREACHABLE_LOG_WINDOW:
-                link.last_logged = now
-                log.warning(
-                    "server %s unreachable (%d attempt(s)): %s; retrying with backoff",
-                    link.address,
-                    link.failures,
-                    getattr(exc, "reason", exc),
-                )
-            return
-        if link.failures:
-            log.info("server %s reachable again after %d failed attempt(s)", link.address, link.failures)
-        link.failures = 0
-        link.last_logged = -UNREACHABLE_LOG_WINDOW
-        link.backoff.reset()
-        link.inbox.clear()
-        link.outbox = b""
-        link.state = LinkState.IDLE
-        link.registered_fd = link.conn.fileno()
-        self._selector.register(link.registered_fd, selectors.EVENT_READ, link)
+    def _registered(self, link: ServerLink) -> None:
+        """The server echoed our probe, so it has read our registration. Its backoff is reset only once it answers
+        a grab as well: a TCP connect, or an echo, from a server that then never answers a grab proves nothing."""
         log.info("registered %d function(s) on %s", len(self.functions), link.address)
         if not self._ready:
             self._ready = True
             self.events.ready()
 
     def _lost(self, link: ServerLink, exc: BaseException) -> None:
-        log.warning("lost server %s: %s; reconnecting", link.address, exc)
-        self._drop(link, time.monotonic() + link.backoff.next_delay())
+        self._failed(link, f"lost: {getattr(exc, 'reason', None) or exc}")
+
+    def _failed(self, link: ServerLink, reason: str, *, connecting: bool = False) -> None:
+        """A connect, probe, grab or read failed: drop the link, back off, and log at most once a window."""
+        link.failures += 1
+        now = time.monotonic()
+        self._drop(link, now + link.backoff.next_delay())
+        held = link.throttle.allow(now)
+        if held is not None:
+            state = "unreachable" if connecting else "down"
+            more = f" ({held} more line(s) held back)" if held else ""
+            log.warning(
+                "server %s %s (%d attempt(s)): %s; retrying with backoff%s",
+                link.address,
+                state,
+                link.failures,
+                reason,
+                more,
+            )
 
     def _drop(self, link: ServerLink, retry_at: float | None) -> None:
-        if link.registered_fd != -1:
-            self._selector.unregister(link.registered_fd)
-            link.registered_fd = -1
-        link.conn.close()
-        link.state = LinkState.DOWN
-        link.inbox.clear()
-        if link.outbox:
-            log.warning("server %s: a result was not delivered; gearmand requeues that job", link.address)
-        link.outbox = b""
+        if self._grabbing is link:
+            self._grabbing = None  # gearmand requeues whatever it may have assigned on this connection
+        if link.unsent and link.is_open:
+            log.warning(
+                "server %s: %d byte(s) not delivered; gearmand requeues a job in hand", link.address, link.unsent
+            )
+        if link.mask:
+            self._unwatch(link.fileno())
+            link.mask = 0
+        link.close()
         if retry_at is not None:
             link.retry_at = retry_at
 
-    def _flush_all(self) -> None:
-        for link in self.links:
-            if link.outbox:
-                self._safe_flush(link)
+    def _update(self, link: ServerLink) -> None:
+        """Register the events the link waits for: writable while connecting or with output pending, else readable."""
+        wanted = link.wanted_mask(READABLE, select.POLLOUT)
+        if wanted == link.mask:
+            return
+        if not link.mask:
+            self._watch(link.fileno(), wanted, link)
+        elif not wanted:
+            self._unwatch(link.fileno())
+        else:
+            self._poll.modify(link.fileno(), wanted)
+        link.mask = wanted
 
-    def _safe_flush(self, link: ServerLink) -> None:
+    def _watch(self, fd: int, mask: int, handler: ServerLink | str) -> None:
+        self._poll.register(fd, mask)
+        self._handlers[fd] = handler
+
+    def _unwatch(self, fd: int) -> None:
+        self._poll.unregister(fd)
+        del self._handlers[fd]
+
+    def _send(self, link: ServerLink, data: bytes) -> bool:
         try:
-            link.send(b"")
+            link.write(data)
         except (ConnectionLost, OSError) as exc:
             self._lost(link, exc)
+            return False
+        if link.outbuf or link.mask != READABLE:
+            self._update(link)
+        return True
+
+    def _safe_flush(self, link: ServerLink) -> None:
+        self._send(link, b"")
 
     def _servers(self) -> str:
         return ", ".join(str(link.address) for link in self.links)
-
-
-GRAB: Final = encode(Command.GRAB_JOB_UNIQ)
-PRE_SLEEP: Final = encode(Command.PRE_SLEEP)
 
 
 def rss_mb() -> float:

@@ -2,9 +2,14 @@
 
 The packet reader alone is fuzzed in tests/unit/test_codec.py. Here the whole worker loop reads the fuzzed
 stream: garbage, valid packets in any order (a JOB_ASSIGN_UNIQ with any handle, function or payload, an ERROR, a
-NOOP, a packet type a worker never expects), and valid packets cut or corrupted. Whatever arrives, the worker must
-neither crash nor hang: it answers what it can, drops a connection it cannot read, reconnects, and at the end
-still runs a job correctly. Budget: ``EXAMPLES`` streams (each costs one reconnection, about 0.2 s).
+NOOP, a packet type a worker never expects), and valid packets cut or corrupted, with or without a NO_JOB after
+them. Whatever arrives, the worker must neither crash nor hang: it answers what it can, drops a connection it
+cannot read, reconnects, and at the end still runs a job correctly.
+
+A hang shows only if the server keeps the connection open (a closed one ends any wait), so after each stream the
+fake server holds it open for ``HOLD`` seconds, sending a NOOP every 0.2 s as a live but useless gearmand would,
+and requires the worker to come back in sync (PRE_SLEEP or a new grab) or to hang up. Budget: ``EXAMPLES``
+streams; each costs at most one grab deadline (0.2 s here) and one reconnection.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from islandora_job.address import ServerAddress
@@ -27,6 +32,10 @@ from islandora_job.worker import Worker
 
 EXAMPLES = 120
 FUNCTION = "fuzz_echo"
+#: Seconds the fake server waits, connection open, for the worker to come back in sync or hang up.
+HOLD = 5.0
+NOOP = encode(Command.NOOP, response=True)
+NO_JOB = encode(Command.NO_JOB, response=True)
 no_nul = st.binary(max_size=24).filter(lambda b: b"\0" not in b)
 
 
@@ -61,6 +70,7 @@ def corrupt(data: bytes, position: int, value: int) -> bytes:
 
 
 streams = st.one_of(
+    st.just(NOOP),
     st.binary(min_size=1, max_size=200),
     st.lists(server_packet, min_size=1, max_size=4).map(b"".join),
     st.tuples(server_packet, st.integers(0, 200)).map(lambda t: t[0][: t[1] % max(len(t[0]), 1) + 1]),
@@ -69,17 +79,18 @@ streams = st.one_of(
 
 
 class FakeServer(threading.Thread):
-    """Accepts the worker, waits for its GRAB_JOB_UNIQ, sends ``script`` and NO_JOB, watches what follows."""
+    """Accepts the worker, echoes its probe, waits for its GRAB_JOB_UNIQ, sends a script, watches what follows."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.2)
         self.port = self.listener.getsockname()[1]
-        self.scripts: list[bytes] = []
+        self.scripts: list[tuple[bytes, bool]] = []
         self.lock = threading.Condition()
         self.connections = 0
         self.done_scripts = 0
+        self.outcomes: list[str] = []
         self.answers: list[tuple[Command, dict[str, bytes]]] = []
         self.stopping = False
 
@@ -93,23 +104,30 @@ class FakeServer(threading.Thread):
                 self.connections += 1
                 self.serve(conn)
 
-    def packets(self, conn: socket.socket, reader: PacketReader, until: float) -> Iterator[Command]:
+    def packets(self, conn: socket.socket, reader: PacketReader, until: float) -> Iterator[Command | None]:
+        """The worker's packets until ``until``; None every 0.2 s of quiet; ends when the worker hangs up."""
         while time.monotonic() < until:
-            conn.settimeout(max(0.01, until - time.monotonic()))
+            conn.settimeout(max(0.01, min(0.2, until - time.monotonic())))
             try:
                 data = conn.recv(65536)
-            except (TimeoutError, OSError):
-                return
+            except TimeoutError:
+                yield None
+                continue
             if not data:
                 return
             reader.feed(data)
             while (packet := reader.next_packet()) is not None:
                 if packet.command in (Command.WORK_COMPLETE, Command.WORK_FAIL, Command.WORK_EXCEPTION):
                     self.answers.append((packet.command, dict(packet.args)))
+                if packet.command is Command.ECHO_REQ:
+                    conn.sendall(encode(Command.ECHO_RES, packet["data"], response=True))
                 yield packet.command
+        raise TimeoutError
 
     def serve(self, conn: socket.socket) -> None:
         reader = PacketReader(expect="request")
+        script: tuple[bytes, bool] | None = None
+        outcome = "hung up"
         try:
             for command in self.packets(conn, reader, time.monotonic() + 5):
                 if command is Command.GRAB_JOB_UNIQ:
@@ -119,28 +137,35 @@ class FakeServer(threading.Thread):
             with self.lock:
                 script = self.scripts.pop(0) if self.scripts else None
             if script is None:
-                conn.sendall(encode(Command.NO_JOB, response=True))
+                conn.sendall(NO_JOB)
                 for _ in self.packets(conn, reader, time.monotonic() + 0.5):
                     pass
                 return
-            conn.sendall(script + encode(Command.NO_JOB, response=True))
-            # The worker is in sync again when it asks for work or goes to sleep; or it hung up, or times out.
-            for command in self.packets(conn, reader, time.monotonic() + 3):
+            stream, answered = script
+            conn.sendall(stream + (NO_JOB if answered else b""))
+            # Hold the connection open, alive but useless, until the worker is in sync again or hangs up.
+            for command in self.packets(conn, reader, time.monotonic() + HOLD):
                 if command in (Command.PRE_SLEEP, Command.GRAB_JOB_UNIQ):
+                    outcome = "in sync"
                     break
+                conn.sendall(NOOP)
+        except TimeoutError:
+            outcome = f"hung: neither in sync nor hung up within {HOLD}s"
         except (OSError, ProtocolError):
             pass
         finally:
             with self.lock:
                 if script is not None:
+                    self.outcomes.append(outcome)
                     self.done_scripts += 1
                 self.lock.notify_all()
 
-    def play(self, script: bytes, timeout: float = 15.0) -> None:
+    def play(self, script: bytes, answered: bool, timeout: float = 15.0) -> str:
         with self.lock:
             target = self.done_scripts + 1
-            self.scripts.append(script)
+            self.scripts.append((script, answered))
             assert self.lock.wait_for(lambda: self.done_scripts >= target, timeout), "the worker never came back"
+            return self.outcomes[-1]
 
 
 def make_worker(port: int) -> Worker:
@@ -151,8 +176,9 @@ def make_worker(port: int) -> Worker:
         Router(registry, default_timeout=5),
         functions=[FUNCTION],
         idle_grab_interval=0.2,
-        io_timeout=0.5,
         connect_timeout=1.0,
+        grab_timeout=0.2,
+        reconnect_backoff_cap=0.3,
     )
 
 
@@ -174,11 +200,14 @@ def test_fuzzed_server_streams_never_crash_or_hang_the_worker() -> None:
     try:
 
         @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        @given(streams)
-        def check(script: bytes) -> None:
-            server.play(script)
+        @given(streams, st.booleans())
+        @example(script=NOOP, answered=False)  # a grab never answered, on a live connection: the hang of issue 10
+        @example(script=b"\0RES\0\0\0\x01", answered=False)  # a header completed by the NOOP trickle, never its body
+        def check(script: bytes, answered: bool) -> None:
+            outcome = server.play(script, answered)
             played["streams"] += 1
             assert thread.is_alive(), f"the worker died: {crashed}"
+            assert not outcome.startswith("hung:"), (outcome, script, answered)
 
         check()
         assert played["streams"] >= EXAMPLES // 2
@@ -187,7 +216,7 @@ def test_fuzzed_server_streams_never_crash_or_hang_the_worker() -> None:
         job = encode(
             Command.JOB_ASSIGN_UNIQ, b"H:fuzz:final", FUNCTION, b"", b'{"func":"echo","args":["alive"]}', response=True
         )
-        server.play(job)
+        server.play(job, answered=True)
         assert (Command.WORK_COMPLETE, {"job_handle": b"H:fuzz:final", "data": b"alive"}) in server.answers
         assert thread.is_alive() and not crashed
     finally:

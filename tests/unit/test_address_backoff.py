@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from islandora_job.address import ServerAddress, parse_servers, servers_from_environment
-from islandora_job.backoff import Backoff
+from islandora_job.backoff import Backoff, Throttle
 from islandora_job.errors import ConfigError
 
 
@@ -56,3 +56,13 @@ def test_backoff_grows_to_its_cap_with_jitter_below_the_ceiling() -> None:
 def test_backoff_without_jitter_is_exact() -> None:
     backoff = Backoff(initial=1, cap=5, jitter=False)
     assert [backoff.next_delay() for _ in range(5)] == [1, 2, 4, 5, 5]
+
+
+def test_throttle_lets_one_line_through_per_window_and_counts_the_rest() -> None:
+    throttle = Throttle(window=60.0)
+    assert throttle.allow(0.0) == 0
+    assert [throttle.allow(t) for t in (0.3, 0.6, 59.0)] == [None, None, None]
+    assert throttle.allow(60.0) == 3  # the line says how many were held back
+    assert throttle.allow(61.0) is None
+    throttle.reset()  # a success: the next failure is logged at once
+    assert throttle.allow(61.5) == 0
