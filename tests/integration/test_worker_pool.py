@@ -46,10 +46,14 @@ def test_recycling_after_max_jobs_loses_nothing_and_metrics_keep_counting(tmp_pa
         label = 'islandora_job_jobs_total{job="islandora_job_demo.add",outcome="complete"}'
         # at least 7 exits: the two live processes may hold up to 6 jobs each, so retired ones did 48 or more
         exits = 'islandora_job_worker_exits_total{reason="max_jobs"}'
-        text = wait_for(
-            lambda: (t := scrape()) and _metric(t, label) >= 60 and _metric(t, exits) >= 7 and t,
-            message="60 jobs and 7 recyclings counted",
-        )
+        live = ('islandora_job_workers{state="idle"}', 'islandora_job_workers{state="busy"}')
+
+        def settled(t: str) -> bool:
+            # Recycle exits and the replacement's start reach the supervisor after the last answer: wait for both,
+            # or a scrape in between sees 6 exits or one live process.
+            return _metric(t, label) >= 60 and _metric(t, exits) >= 7 and sum(_metric(t, g) for g in live) == 2
+
+        text = wait_for(lambda: (t := scrape()) and settled(t) and t, message="60 jobs, 7 recyclings, 2 live")
         assert _metric(text, label) == 60  # counted once each, across 8+ processes
         assert _metric(text, 'islandora_job_job_duration_seconds_count{job="islandora_job_demo.add"}') == 60
         assert (
