@@ -40,7 +40,7 @@ from tests.support.gearmand import admin, free_port
 
 WAL_TOOL = ROLES / "gearman_server" / "files" / "gearman-server-sqlite-wal"
 HEADER = struct.Struct("!4sII")
-SUBMIT_JOB_BG, JOB_CREATED, CAN_DO, GRAB_JOB_UNIQ, NO_JOB, JOB_ASSIGN_UNIQ, WORK_COMPLETE = 18, 8, 1, 30, 10, 31, 13
+SUBMIT_JOB_BG, JOB_CREATED, CAN_DO, GRAB_JOB_UNIQ, JOB_ASSIGN_UNIQ, WORK_COMPLETE, ERROR = 18, 8, 1, 30, 31, 13, 19
 MODES = ["wal", "rollback"]
 
 
@@ -234,6 +234,32 @@ def test_completed_jobs_do_not_come_back_after_kill_9(server: Server) -> None:
     back = replayed(server.port)
     assert not back & done, f"{len(back & done)} completed job(s) came back"
     assert back == set(keys) - done
+
+
+@pytest.mark.parametrize("server", MODES, indirect=True)
+def test_a_reader_inspecting_the_queue_blocks_submissions_only_with_the_rollback_journal(
+    server: Server, tmp_path: Path
+) -> None:
+    """docs/runbook.md tells operators to inspect the queue with sqlite3 while gearmand runs: in WAL mode a reader
+    holds nothing up; with the rollback journal gearmand's commit fails ("database is locked", no busy timeout)
+    and the client gets an error instead of JOB_CREATED."""
+    Burst(server.port, "ij_read", ["before"]).run()
+    reader = sqlite3.connect(tmp_path / "queue.sqlite3", isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM gearman_queue").fetchone() == (1,)
+        conn = Connection(server.port)
+        try:
+            conn.sock.sendall(packet(SUBMIT_JOB_BG, b"ij_read", b"during", b"x"))
+            command, args = conn.read()
+        finally:
+            conn.close()
+    finally:
+        reader.close()
+    if wal_tool(str(tmp_path / "queue.sqlite3")) == (0, "wal"):
+        assert command == JOB_CREATED, (command, args)
+    else:
+        assert command == ERROR and b"QUEUE_ERROR" in args[0], (command, args)
 
 
 # --- the role's tool -------------------------------------------------------------------------------------------------
