@@ -299,10 +299,16 @@ class Bench:
                         n = self.s.queue_jobs
                         tag = b"r%d" % round_no
                         row = rows[queue]
-                        row["submit"].append(n / client.background(b"nobody", NOP_PAYLOAD, n, unique=tag))  # type: ignore[attr-defined]
-                        started = time.monotonic()
-                        client.background(b"nop", NOP_PAYLOAD, n, unique=tag)
-                        row["complete"].append(n / (wait_drained(server.port, "nop") - started))  # type: ignore[attr-defined]
+                        if "error" in row:
+                            continue
+                        try:
+                            row["submit"].append(n / client.background(b"nobody", NOP_PAYLOAD, n, unique=tag))  # type: ignore[attr-defined]
+                            started = time.monotonic()
+                            client.background(b"nop", NOP_PAYLOAD, n, unique=tag)
+                            row["complete"].append(n / (wait_drained(server.port, "nop") - started))  # type: ignore[attr-defined]
+                        except Exception as exc:  # reported in its row; the other queue types go on
+                            row["error"] = f"round {round_no + 1}: {type(exc).__name__}: {exc}"
+                            self.log(f"queue {queue}: {row['error']}")
                     self.log(f"queue round {round_no + 1}/{max(1, self.s.rounds - 1)} done")
             finally:
                 self.procs.stop_all()
