@@ -185,7 +185,7 @@ def kill9_and_restart(srv: Server) -> None:
 
 @pytest.mark.parametrize("server", MODES, indirect=True)
 def test_acknowledged_jobs_survive_kill_9(server: Server) -> None:
-    keys = [f"ack-{n}" for n in range(1000)]
+    keys = [f"ack-{n}" for n in range(400)]
     burst = Burst(server.port, "ij_durable", keys)
     burst.run()
     assert burst.error is None and burst.acked == len(keys)
