@@ -60,6 +60,13 @@ DOC = REPO / "docs" / "benchmarks.md"
 IMG = REPO / "docs" / "img"
 BEGIN, END = "<!-- BEGIN benchmarks/run.py: generated, do not edit by hand -->", "<!-- END benchmarks/run.py -->"
 CPUS = os.cpu_count() or 2
+WAL_TOOL = REPO / "roles" / "gearman_server" / "files" / "gearman-server-sqlite-wal"
+QUEUES = ["builtin", "sqlite-wal", "sqlite", "sqlite-on-shutdown", "redis", "postgres", "mysql"]
+QUEUE_LABELS = {
+    "sqlite-wal": "sqlite, WAL mode (the role's default)",
+    "sqlite": "sqlite, rollback journal (before issue 15)",
+    "sqlite-on-shutdown": "sqlite, --store-queue-on-shutdown (opt-in: kill -9 loses the queue)",
+}
 
 
 @dataclass
@@ -83,7 +90,7 @@ def settings(quick: bool, queues: list[str] | None) -> Settings:
             200,
             300,
             1000,
-            queues or ["builtin", "sqlite", "redis", "postgres", "mysql"],
+            queues or QUEUES,
             [100, 10_000, 1_000_000],
         )
     return Settings(
@@ -93,7 +100,7 @@ def settings(quick: bool, queues: list[str] | None) -> Settings:
         1000,
         1000,
         5000,
-        queues or ["builtin", "sqlite", "redis", "postgres", "mysql"],
+        queues or QUEUES,
         [100, 1000, 10_000, 100_000, 1_000_000],
     )
 
@@ -266,34 +273,50 @@ class Bench:
         self.results["payload"] = rows
 
     def queue_types(self) -> None:
-        rows = []
-        for queue in self.s.queues:
+        """Every queue type's gearmand (and back-end) started first, then measured round by round in rotating order,
+        so that the rows of one run share the machine's state (the sqlite rows above all: WAL against the rollback
+        journal is the comparison of issue 15)."""
+        rows: dict[str, dict[str, object]] = {}
+        live: list[tuple[str, Gearmand, LoadClient]] = []
+        with contextlib.ExitStack() as stack:
             try:
-                with self._backend(queue) as args, self._gearmand(f"queue-{queue}", args) as server:
-                    self.pool(server, f"q-{queue}", CPUS)
-                    wait_workers(server.port, "nop", CPUS)
-                    client = LoadClient(server.port)
-                    submit, complete = [], []
+                for queue in self.s.queues:
                     try:
-                        for round_no in range(max(1, self.s.rounds - 1)):
-                            n = self.s.queue_jobs
-                            tag = b"r%d" % round_no
-                            submit.append(n / client.background(b"nobody", NOP_PAYLOAD, n, unique=tag))
+                        args = stack.enter_context(self._backend(queue))
+                        server = stack.enter_context(self._gearmand(f"queue-{queue}", args))
+                        self.pool(server, f"q-{queue}", CPUS)
+                        wait_workers(server.port, "nop", CPUS)
+                        client = LoadClient(server.port)
+                        stack.callback(client.close)
+                        live.append((queue, server, client))
+                        rows[queue] = {"queue": queue, "submit": [], "complete": []}
+                    except Exception as exc:  # a back-end that cannot start is reported, not fatal
+                        rows[queue] = {"queue": queue, "error": f"{type(exc).__name__}: {exc}"}
+                        self.log(f"queue {queue}: {exc}")
+                for round_no in range(max(1, self.s.rounds - 1)):
+                    shift = round_no % max(1, len(live))
+                    for queue, server, client in live[shift:] + live[:shift]:
+                        n = self.s.queue_jobs
+                        tag = b"r%d" % round_no
+                        row = rows[queue]
+                        if "error" in row:
+                            continue
+                        try:
+                            row["submit"].append(n / client.background(b"nobody", NOP_PAYLOAD, n, unique=tag))  # type: ignore[attr-defined]
                             started = time.monotonic()
                             client.background(b"nop", NOP_PAYLOAD, n, unique=tag)
-                            complete.append(n / (wait_drained(server.port, "nop") - started))
-                    finally:
-                        client.close()
-                    rows.append(
-                        {"queue": queue, "submit": statistics.median(submit), "complete": statistics.median(complete)}
-                    )
-                    self.log(f"queue {queue}: done")
-            except Exception as exc:  # a back-end that cannot start is reported, not fatal
-                rows.append({"queue": queue, "error": f"{type(exc).__name__}: {exc}"})
-                self.log(f"queue {queue}: {exc}")
+                            row["complete"].append(n / (wait_drained(server.port, "nop") - started))  # type: ignore[attr-defined]
+                        except Exception as exc:  # reported in its row; the other queue types go on
+                            row["error"] = f"round {round_no + 1}: {type(exc).__name__}: {exc}"
+                            self.log(f"queue {queue}: {row['error']}")
+                    self.log(f"queue round {round_no + 1}/{max(1, self.s.rounds - 1)} done")
             finally:
                 self.procs.stop_all()
-        self.results["queues"] = rows
+        for row in rows.values():
+            if "error" not in row:
+                row["submit"] = statistics.median(row["submit"])  # type: ignore[arg-type]
+                row["complete"] = statistics.median(row["complete"])  # type: ignore[arg-type]
+        self.results["queues"] = [rows[q] for q in self.s.queues]
 
     # -- servers --
 
@@ -333,8 +356,14 @@ class Bench:
         base.mkdir()
         if queue == "builtin":
             yield []
-        elif queue == "sqlite":
+        elif queue == "sqlite":  # created by gearmand: rollback journal (the role's queue before issue 15)
             yield ["-q", "libsqlite3", f"--libsqlite3-db={base / 'queue.sqlite3'}"]
+        elif queue == "sqlite-wal":  # created in WAL mode by the role's own tool, as the role does
+            db = base / "queue.sqlite3"
+            subprocess.run([PYTHON, str(WAL_TOOL), str(db), "--create"], check=True, capture_output=True)
+            yield ["-q", "libsqlite3", f"--libsqlite3-db={db}"]
+        elif queue == "sqlite-on-shutdown":  # opt-in: written only on a clean stop
+            yield ["-q", "libsqlite3", f"--libsqlite3-db={base / 'queue.sqlite3'}", "--store-queue-on-shutdown"]
         elif queue == "redis":
             port = free_port()
             argv = [
@@ -574,7 +603,8 @@ def render(bench: Bench, started: float) -> str:
             "",
             "Submission: pipelined SUBMIT_JOB_BG to a function no worker serves, until every JOB_CREATED. "
             "Completion: the same burst to the worker's function, timed from the first submission until gearmand's "
-            "queue is empty. Back-ends started for the run with their default durability (fsync on).",
+            "queue is empty. Back-ends started for the run with their default durability (fsync on); every gearmand "
+            "started before the first round, the queue types measured in rotating order round by round.",
             "",
             "| queue | submitted jobs/s | submitted + completed jobs/s | vs builtin |",
             "|---|---:|---:|---:|",
@@ -582,10 +612,20 @@ def render(bench: Bench, started: float) -> str:
         base = next((q["complete"] for q in queues if q.get("queue") == "builtin" and "complete" in q), None)  # type: ignore[union-attr,index]
         for q in queues:  # type: ignore[union-attr]
             if "error" in q:
-                lines.append(f"| {q['queue']} | not measured: {q['error']} | | |")
+                lines.append(f"| {QUEUE_LABELS.get(q['queue'], q['queue'])} | not measured: {q['error']} | | |")
             else:
                 ratio = f"{q['complete'] / base:.3f}" if base else "-"
-                lines.append(f"| {q['queue']} | {q['submit']:,.0f} | {q['complete']:,.0f} | {ratio} |")
+                label = QUEUE_LABELS.get(q["queue"], q["queue"])
+                lines.append(f"| {label} | {q['submit']:,.0f} | {q['complete']:,.0f} | {ratio} |")
+        by_queue = {q["queue"]: q for q in queues if "error" not in q}  # type: ignore[union-attr,index]
+        if "sqlite-wal" in by_queue and "sqlite" in by_queue:
+            wal, journal = by_queue["sqlite-wal"], by_queue["sqlite"]
+            lines += [
+                "",
+                f"WAL / rollback journal, side by side in this run: x{wal['submit'] / journal['submit']:.1f} "  # type: ignore[operator]
+                f"for submissions (goal of issue 15: x3 or more), x{wal['complete'] / journal['complete']:.1f} "  # type: ignore[operator]
+                "for submitted + completed.",
+            ]
         lines += ["", "![queue types](img/queues.png)", ""]
     bridge = bench.results.get("bridge")
     if bridge:
@@ -752,7 +792,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer rounds and jobs: under two minutes")
     parser.add_argument("--only", action="append", choices=list(SECTIONS), help="run only these sections")
-    parser.add_argument("--queues", help="comma-separated queue types (default: all five)")
+    parser.add_argument("--queues", help=f"comma-separated queue types (default: {','.join(QUEUES)})")
     parser.add_argument("--no-write", action="store_true", help="print the section, do not touch docs/")
     parser.add_argument("--write", action="store_true", help="with --quick: write docs/ too (a full run always does)")
     options = parser.parse_args()

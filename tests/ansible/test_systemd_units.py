@@ -66,7 +66,13 @@ def units(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     server_vars = {
         "__gearman_server_database_units": ["mariadb.service", "mysql.service"],
         "__gearman_server_writable_dirs": ["/var/log/gearman-job-server", "/var/lib/gearman"],
+        "__gearman_server_firewall_wanted": False,
     }
+    firewalled_dir = tmp / "firewalled" / "etc" / "systemd" / "system" / "gearman-job-server.service.d"
+    firewalled_dir.mkdir(parents=True)
+    firewalled_package_dir = tmp / "firewalled" / "lib" / "systemd" / "system"
+    firewalled_package_dir.mkdir(parents=True)
+    shutil.copy(DEBIAN_UNIT, firewalled_package_dir / DEBIAN_UNIT.name)
     bridge = {
         "islandora_job_worker_user": "www-data",
         "islandora_job_worker_group": "www-data",
@@ -94,9 +100,21 @@ def units(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             tmp / "gearman-server-firewall.service",
             {},
         ),
+        (
+            "dropin-firewalled",
+            SERVER / "templates" / "gearman-job-server.dropin.conf.j2",
+            firewalled_dir / "islandora-job.conf",
+            server_vars | {"__gearman_server_firewall_wanted": True},
+        ),
+        (
+            "firewall-in-root",
+            SERVER / "templates" / "gearman-server-firewall.service.j2",
+            tmp / "firewalled" / "etc" / "systemd" / "system" / "gearman-server-firewall.service",
+            {},
+        ),
     ]
     _render(tmp, jobs)
-    return {name: dest for name, _, dest, _ in jobs} | {"root": tmp / "root"}
+    return {name: dest for name, _, dest, _ in jobs} | {"root": tmp / "root", "firewalled": tmp / "firewalled"}
 
 
 def _security(*args: str) -> tuple[float, str]:
@@ -146,3 +164,20 @@ def test_gearmand_dropin_brings_exposure_to_at_most_4(units: dict[str, Path]) ->
 
 def test_firewall_unit_parses(units: dict[str, Path]) -> None:
     _security(str(units["firewall"]))
+
+
+def test_gearmand_requires_the_firewall_unit_when_it_has_one(units: dict[str, Path]) -> None:
+    """Issue 10: the firewall failed open. With the table wanted, gearmand is ordered after its unit and requires
+    it (a failed table load fails gearmand's start; stopping the table stops gearmand); on loopback, no such tie."""
+    firewalled = units["dropin-firewalled"].read_text().splitlines()
+    assert "Requires=gearman-server-firewall.service" in firewalled
+    assert "After=gearman-server-firewall.service" in firewalled
+    assert firewalled.index("Requires=gearman-server-firewall.service") < firewalled.index("[Service]")
+    plain = units["dropin"].read_text()
+    assert "gearman-server-firewall" not in plain
+    # systemd parses the unit with its drop-in and the required unit in place (no warning)
+    _security(f"--root={units['firewalled']}", "gearman-job-server.service")
+    dump = run(
+        ["systemd-analyze", "cat-config", f"--root={units['firewalled']}", "systemd/system/gearman-job-server.service"]
+    )
+    assert dump.returncode == 0 and "Requires=gearman-server-firewall.service" in dump.stdout, dump.stdout[-2000:]

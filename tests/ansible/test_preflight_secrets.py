@@ -1,0 +1,100 @@
+"""A failed pre-flight check must not leak the queue's password (issue 10, "The roles").
+
+A bracketed IPv6 Postgres host ("[::1]") used to give ``postgresql://…@[[::1]]:5432``; libpq's error repeats the
+whole URI, password included, into preflight.log (0644), and the role's rescue task printed that file. Here the
+role's configure.yml runs for real (ansible-playbook, include_role) with its file paths moved into a temporary
+directory, against a Postgres port where nothing listens, so the pre-flight check fails. Then the play's output
+(at -v) and every file the role left are searched for the password, as written and percent-encoded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+from tests.ansible.helpers import ROLES, playbook, run
+from tests.support.gearmand import free_port
+
+ROLE = ROLES / "gearman_server"
+CHECK_SCRIPT = ROLE / "files" / "gearman-server-check-queue"
+PASSWORD = "Kn0wn-S3cret/p@ss:w%rd"
+ENCODED = "Kn0wn-S3cret%2Fp%40ss%3Aw%25rd"
+
+
+def leaks(text: str) -> list[str]:
+    return [s for s in (PASSWORD, ENCODED, "Kn0wn-S3cret") if s in text]
+
+
+def test_failed_preflight_with_an_ipv6_host_leaks_no_password(tmp_path: Path) -> None:
+    etc, log = tmp_path / "etc", tmp_path / "log"
+    etc.mkdir()
+    log.mkdir()
+    preflight_log = log / "preflight.log"
+    preflight_log.write_text("an older run's log\n")
+    preflight_log.chmod(0o644)  # as the role before this fix left it: must end up 0600
+    variables = {
+        "gearman_server_queue_type": "postgres",
+        "gearman_server_postgres_host": "[::1]",
+        "gearman_server_postgres_port": free_port(),  # nothing listens: the pre-flight check fails
+        "gearman_server_postgres_password": PASSWORD,
+        "gearman_server_log_file": str(log / "gearmand.log"),
+        "gearman_server_start_timeout": 10,
+        "__gearman_server_config_file": str(etc / "gearmand.conf"),
+        "__gearman_server_preflight_log": str(preflight_log),
+        "__gearman_server_check_script": str(CHECK_SCRIPT),
+        "__gearman_server_user": "gearman",
+        "__gearman_server_group": "gearman",
+        "__gearman_server_writable_dirs": [str(log)],
+        "__gearman_server_systemd": False,
+    }
+    (tmp_path / "vars.json").write_text(json.dumps(variables))
+    book = tmp_path / "preflight.yml"
+    book.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "Configure gearmand's queue (the role's configure.yml)",
+                    "hosts": "localhost",
+                    "gather_facts": False,
+                    "tasks": [
+                        {
+                            "name": "Configure",
+                            "ansible.builtin.include_role": {"name": "gearman_server", "tasks_from": "configure.yml"},
+                        }
+                    ],
+                }
+            ]
+        )
+    )
+    result = playbook(book, "-v", "-e", f"@{tmp_path / 'vars.json'}", timeout=180)
+    output = result.stdout
+    assert result.returncode != 0, output[-3000:]
+    assert "the pre-flight check said: " in output, output[-3000:]
+    said = output.split("the pre-flight check said: ", 1)[1][:600]
+    assert "::1" in said and "[[" not in said, f"the URI must bracket an IPv6 host once: {said}"
+    assert not leaks(output), f"the play printed the password: {leaks(output)}"
+    assert not (etc / "gearmand.conf").exists(), "a configuration that failed its check was installed"
+    assert stat.S_IMODE(preflight_log.stat().st_mode) == 0o600
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.name not in ("vars.json",):
+            assert not leaks(path.read_text(errors="replace")), f"{path} holds the password"
+
+
+def test_check_script_masks_a_uri_that_libpq_repeats(tmp_path: Path) -> None:
+    """libpq repeats a URI it cannot parse (here an unterminated IPv6 bracket) with its password."""
+    conf = tmp_path / "gearmand.conf"
+    conf.write_text(
+        "--queue-type=Postgres\n"
+        f"--libpq-conninfo=postgresql://gearman:{ENCODED}@[::1:{free_port()}/gearman\n"
+        "--libpq-table=queue\n"
+    )
+    log = tmp_path / "preflight.log"
+    user = ["--user", "gearman"] if os.geteuid() == 0 else []
+    result = run(["python3", str(CHECK_SCRIPT), str(conf), *user, "--timeout", "10", "--log", str(log)])
+    assert result.returncode == 1, result.stdout
+    assert "postgresql://gearman:********@" in result.stdout, result.stdout
+    assert not leaks(result.stdout), result.stdout
+    assert not leaks(log.read_text())
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
