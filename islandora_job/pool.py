@@ -13,7 +13,7 @@ handlers only queue the signal number. Nothing polls.
 
 * A child decides itself when to recycle (``max_jobs``, ``max_lifetime`` + a random share of ``lifetime_splay``,
   ``max_rss_mb``), always between jobs, and exits 0: it is replaced at once.
-* A child whose watchdog answered a hung job exits with :data:`~islandora_job.worker.EXIT_HUNG_JOB`: replaced at
+* A child whose watchdog answered a hung job exits with :data:`~islandora_job.exit_codes.HUNG_JOB`: replaced at
   once (the job was answered and is not run again).
 * Any other death (a signal, a crash) is restarted after a capped, jittered backoff that resets once a child has
   lived a while. The job it held is requeued by gearmand (at-least-once, up to gearmand's ``--job-retries``).
@@ -55,22 +55,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from islandora_job import exit_codes
 from islandora_job.backoff import Backoff
 from islandora_job.config import WorkerConfig
 from islandora_job.deadlines import DeadlineSlot
 from islandora_job.metrics import JobStats, PoolMetrics
 from islandora_job.sdnotify import SUPERVISOR_ONLY, Notifier
-from islandora_job.worker import EXIT_HUNG_JOB
 
 log = logging.getLogger(__name__)
 
-EXIT_OK: Final = 0
-EXIT_COLD: Final = 1
 #: A replacement child that has not registered after this long is accepted anyway (servers may be down).
 READY_TIMEOUT: Final = 10.0
 #: A child that lived this long resets its slot's restart backoff.
 STABLE_AFTER: Final = 30.0
-CHILD_EXIT_CONFIG: Final = 2
 #: A child still in a job this long past the job's limit has a watchdog that cannot run (the GIL is held): kill it.
 #: The watchdog itself answers within about a second of the limit, so this never races it.
 STUCK_GRACE: Final = 5.0
@@ -240,11 +237,11 @@ class Supervisor:
         now = time.monotonic()
         self._kill_stuck(now)
         if self.phase is Phase.COLD_STOP:
-            return EXIT_COLD
+            return exit_codes.COLD_STOP
         if self.phase is Phase.WARM_STOP:
             if not self.children:
                 log.info("all worker processes finished; exiting")
-                return EXIT_OK
+                return exit_codes.OK
             if now >= self._stop_deadline:
                 log.warning(
                     "shutdown_timeout (%gs) reached; killing %d worker process(es) (gearmand requeues their jobs)",
@@ -252,7 +249,7 @@ class Supervisor:
                     len(self.children),
                 )
                 self._kill_all()
-                return EXIT_OK
+                return exit_codes.OK
         else:
             self._advance_roll(now)
             self._fill_slots(now)
@@ -392,11 +389,11 @@ class Supervisor:
         lived = time.monotonic() - child.started
         if code == 0:
             reason = child.exit_reason or "exited"
-        elif code == EXIT_HUNG_JOB:
+        elif code == exit_codes.HUNG_JOB:
             reason = "hung job"
         elif child.stuck:
             reason = "killed: stuck in a job past its time limit"
-        elif code == CHILD_EXIT_CONFIG:
+        elif code == exit_codes.USAGE:
             reason = "configuration error"
         elif code < 0:
             reason = f"killed by {signal.Signals(-code).name}"
@@ -413,7 +410,7 @@ class Supervisor:
             return
         if self._slot_taken(child.slot):
             return
-        crashed = code not in (0, EXIT_HUNG_JOB) and not child.stuck
+        crashed = code not in (exit_codes.OK, exit_codes.HUNG_JOB) and not child.stuck
         if crashed:
             log.error("worker process %d died (%s) after %.1fs; restarting", child.pid, reason, lived)
         else:
