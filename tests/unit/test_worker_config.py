@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import fields, is_dataclass
+from dataclasses import Field, fields, is_dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -265,11 +266,17 @@ def _settable() -> list[tuple[str, str, object]]:
         if is_dataclass(item.default_factory):
             for inner in fields(item.default_factory):
                 if inner.name not in by_hand:
-                    key = inner.metadata["setting"].key or inner.name
+                    key = _file_key(inner)
                     rows.append((f"{item.name}.{key}", f"{item.name}.{inner.name}", inner.default))
         else:
-            rows.append((item.metadata["setting"].key or item.name, item.name, item.default))
+            rows.append((_file_key(item), item.name, item.default))
     return rows
+
+
+def _file_key(item: Field[Any]) -> str:
+    spec = item.metadata.get("setting")
+    assert spec is not None, f"{item.name}: declare it with config.setting(...) so that the file and env can set it"
+    return str(spec.key or item.name)
 
 
 @pytest.mark.parametrize(("key", "attribute", "default"), _settable(), ids=[row[0] for row in _settable()])
