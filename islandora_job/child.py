@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from islandora_job import config as config_module
-from islandora_job import logsetup, runtime
+from islandora_job import exit_codes, logsetup, runtime
 from islandora_job.deadletters import DeadLetterStore
 from islandora_job.deadlines import DeadlineSlot
 from islandora_job.errors import ConfigError
@@ -33,7 +33,6 @@ from islandora_job.worker import FailureRecorder, Worker
 
 log = logging.getLogger("islandora_job.child")
 
-EXIT_CONFIG = 2
 STATS_INTERVAL = 1.0
 
 
@@ -111,14 +110,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_module.from_json(line.decode())
     except (ValueError, KeyError, ConfigError) as exc:
         print(f"islandora_job.child: bad configuration from the supervisor: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exit_codes.USAGE
     if args.check:
         try:
             runtime.build(config)
         except ConfigError as exc:
             print(exc, file=sys.stderr)
-            return EXIT_CONFIG
-        return 0
+            return exit_codes.USAGE
+        return exit_codes.OK
     logsetup.configure(config.logging.level, config.logging.json)
     pipe = StatusPipe(args.status_fd, with_stats=bool(config.metrics.listen))
     try:
@@ -126,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         functions = built.functions_for(None if args.functions is None else json.loads(args.functions))
     except ConfigError as exc:
         log.error("%s", exc)
-        return EXIT_CONFIG
+        return exit_codes.USAGE
     store = DeadLetterStore.from_config(config.dead_letters) if config.dead_letters.path else None
     worker = Worker(
         config.servers,
@@ -153,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if pipe.with_stats:
         message["stats"] = pipe.stats.to_json()
     pipe.send(message)
-    return 0
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

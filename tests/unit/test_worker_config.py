@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import Field, fields, is_dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from islandora_job.address import ServerAddress
 from islandora_job.cli.main import main
-from islandora_job.config import DEFAULT_PATH, Overrides, build, check_user, from_json, load, with_discovered
+from islandora_job.config import (
+    DEFAULT_PATH,
+    Overrides,
+    WorkerConfig,
+    build,
+    check_user,
+    env_name,
+    from_json,
+    load,
+    with_discovered,
+)
 from islandora_job.errors import ConfigError
 
 FULL = """
@@ -227,3 +239,59 @@ def test_check_config_resolves_each_program_on_path(
     good = tmp_path / "good.toml"
     good.write_text("jobs_modules = ['islandora_job_demo.jobs']\n[[command_jobs]]\nname = 'f'\nargv = ['drush']\n")
     assert main(["check-config", str(good)]) == 0, capsys.readouterr().err
+
+
+def _other_value(key: str, default: object) -> tuple[str, str]:
+    """A valid value of a setting that differs from its default, as TOML and as an environment variable."""
+    if key == "logging.level":
+        return '"DEBUG"', "DEBUG"
+    if key == "metrics.listen":
+        return '"127.0.0.1:9109"', "127.0.0.1:9109"
+    if isinstance(default, bool):
+        return str(not default).lower(), str(not default).lower()
+    if isinstance(default, int | float):
+        return "7", "7"
+    if isinstance(default, str):
+        return '"/tmp/elsewhere"', "/tmp/elsewhere"
+    return '["m.one", "m.two"]', "m.one,m.two"
+
+
+def _settable() -> list[tuple[str, str, object]]:
+    """(file key, field path, default) of every field of every settings class but the few read by hand."""
+    by_hand = {"source", "servers", "raw", "command_jobs", "dedicated"}  # each has its own tests above
+    rows: list[tuple[str, str, object]] = []
+    for item in fields(WorkerConfig):
+        if item.name in by_hand:
+            continue
+        if is_dataclass(item.default_factory):
+            for inner in fields(item.default_factory):
+                if inner.name not in by_hand:
+                    key = _file_key(inner)
+                    rows.append((f"{item.name}.{key}", f"{item.name}.{inner.name}", inner.default))
+        else:
+            rows.append((_file_key(item), item.name, item.default))
+    return rows
+
+
+def _file_key(item: Field[Any]) -> str:
+    spec = item.metadata.get("setting")
+    assert spec is not None, f"{item.name}: declare it with config.setting(...) so that the file and env can set it"
+    return str(spec.key or item.name)
+
+
+@pytest.mark.parametrize(("key", "attribute", "default"), _settable(), ids=[row[0] for row in _settable()])
+def test_every_setting_is_settable_from_the_file_and_from_the_environment(
+    tmp_path: Path, key: str, attribute: str, default: object
+) -> None:
+    toml, env = _other_value(key, default)
+    section, _, leaf = key.rpartition(".")
+    path = _write(tmp_path, f"[{section}]\n{leaf} = {toml}\n" if section else f"{leaf} = {toml}\n")
+    from_file = load(path, environ={})
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    from_env = load(str(empty), environ={env_name(key): env})
+    read = [from_file, from_env]
+    for part in attribute.split("."):
+        read = [getattr(value, part) for value in read]
+    assert read[0] != default
+    assert read[0] == read[1]
