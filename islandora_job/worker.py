@@ -24,8 +24,9 @@ NOOP cannot strand jobs).
 Time limits: gearmand accepts WORK_FAIL only on the connection that holds the job, so whatever answers must outlive
 a hung job. A :class:`Watchdog` thread is armed with the deadline of each attempt; if the job has not returned by
 then, the watchdog sends the failure on the job's connection itself and ends the process (exit status
-:data:`islandora_job.exit_codes.HUNG_JOB`); the supervisor starts a fresh one at once. The job is answered, so gearmand does not run it
-again. A job that returns in time disarms the watchdog before the main thread answers; a lock decides who answers.
+:data:`islandora_job.exit_codes.HUNG_JOB`); the supervisor starts a fresh one at once. The job is answered, so
+gearmand does not run it again. A job that returns in time disarms the watchdog before the main thread answers; a
+lock decides who answers.
 
 Results of a job are queued on its link and sent together with the next GRAB_JOB_UNIQ on that link (one write per
 job under load), but always before another job starts or the process sleeps. The job's log line and its report to
