@@ -10,10 +10,10 @@ import json
 import re
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 
 from tests.ansible.helpers import REPO, ROLES, run
@@ -25,8 +25,19 @@ TARGETS = ["3.11", "3.13"]
 
 
 def build(cache: Path, python: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, str(BUILDER), "--python-version", python, "--cache", str(cache), "--source", str(REPO),
-            "--lock", str(LOCK), *extra]
+    argv = [
+        sys.executable,
+        str(BUILDER),
+        "--python-version",
+        python,
+        "--cache",
+        str(cache),
+        "--source",
+        str(REPO),
+        "--lock",
+        str(LOCK),
+        *extra,
+    ]
     return run(argv, timeout=300)
 
 
@@ -95,8 +106,17 @@ def test_target_installs_with_hashes_required_and_refuses_a_changed_file(tmp_pat
     assert all("--hash=sha256:" in line for line in requirements.splitlines()), requirements
     venv = tmp_path / "venv"
     assert run([sys.executable, "-m", "venv", str(venv)]).returncode == 0
-    pip = [str(venv / "bin" / "pip"), "install", "--no-index", "--disable-pip-version-check", "--require-hashes",
-           "--find-links", str(house), "--requirement", str(house / "requirements.txt")]
+    pip = [
+        str(venv / "bin" / "pip"),
+        "install",
+        "--no-index",
+        "--disable-pip-version-check",
+        "--require-hashes",
+        "--find-links",
+        str(house),
+        "--requirement",
+        str(house / "requirements.txt"),
+    ]
     installed = run(pip, timeout=300)
     assert installed.returncode == 0, installed.stdout[-3000:]
     assert run([str(venv / "bin" / "islandora-job"), "--version"]).returncode == 0
@@ -109,9 +129,20 @@ def test_target_installs_with_hashes_required_and_refuses_a_changed_file(tmp_pat
         (tampered / path.name).write_bytes(data + b"\0" if path.name.startswith("pygearman") else data)
     venv2 = tmp_path / "venv2"
     assert run([sys.executable, "-m", "venv", str(venv2)]).returncode == 0
-    refused = run([str(venv2 / "bin" / "pip"), *pip[1:-4], "--find-links", str(tampered), "--requirement",
-                   str(tampered / "requirements.txt")], timeout=300)
-    assert refused.returncode != 0 and "THESE PACKAGES DO NOT MATCH THE HASHES" in refused.stdout, refused.stdout[-2000:]
+    refused = run(
+        [
+            str(venv2 / "bin" / "pip"),
+            *pip[1:-4],
+            "--find-links",
+            str(tampered),
+            "--requirement",
+            str(tampered / "requirements.txt"),
+        ],
+        timeout=300,
+    )
+    assert refused.returncode != 0 and "THESE PACKAGES DO NOT MATCH THE HASHES" in refused.stdout, refused.stdout[
+        -2000:
+    ]
 
 
 def test_a_dependency_no_lock_pins_is_refused_by_name(tmp_path: Path) -> None:
@@ -129,8 +160,9 @@ def test_a_dependency_no_lock_pins_is_refused_by_name(tmp_path: Path) -> None:
 
     # The documented command makes the site's lock; with it the build passes and ships six by its hash.
     site_lock = tmp_path / "site.lock"
-    made = run([sys.executable, str(BUILDER), "lock", "--output", str(site_lock), "--job-package", str(package)],
-               timeout=300)
+    made = run(
+        [sys.executable, str(BUILDER), "lock", "--output", str(site_lock), "--job-package", str(package)], timeout=300
+    )
     assert made.returncode == 0, made.stdout[-3000:]
     text = site_lock.read_text()
     assert re.search(r"^six==[\d.]+ \\$", text, re.MULTILINE) and "pygearman" not in text, text
