@@ -294,7 +294,7 @@ def run(argv: list[str], env: dict[str, str] | None = None) -> str:
     carry --pip-arg values."""
     proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False, env=env)
     if proc.returncode != 0:
-        sys.stderr.write(f"{Path(argv[0]).name} {' '.join(argv[3:5])} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n")
+        sys.stderr.write(f"pip {argv[5] if len(argv) > 5 else ''} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n")
         raise SystemExit(1)
     return proc.stdout
 
