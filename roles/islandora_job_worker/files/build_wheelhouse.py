@@ -509,7 +509,7 @@ def main() -> int:
         parser.add_argument("--extra", action="append", default=["metrics"], help="extras of islandora-job to lock")
         parser.add_argument("--python-version", action="append", default=[],
                             help=f"a target Python (default: {' '.join(TARGET_PYTHONS)})")
-        parser.add_argument("--pip-arg", action="append", default=[], help="extra pip argument (prefer PIP_* variables)")
+        parser.add_argument("--pip-arg", action="append", default=[], help="extra pip argument (on the command line: keep credentials in a PIP_CONFIG_FILE instead)")
         return make_lock(parser.parse_args(sys.argv[2:]))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", action="append", default=[], help="a local project to build (first: islandora-job)")
@@ -518,7 +518,7 @@ def main() -> int:
     parser.add_argument("--extra", action="append", default=[], help="an extra of the first source, e.g. metrics")
     parser.add_argument("--python-version", required=True, help="target Python, e.g. 3.11")
     parser.add_argument("--cache", required=True, help="directory for builds and wheelhouses")
-    parser.add_argument("--pip-arg", action="append", default=[], help="extra pip argument (prefer PIP_* variables)")
+    parser.add_argument("--pip-arg", action="append", default=[], help="extra pip argument (on the command line: keep credentials in a PIP_CONFIG_FILE instead)")
     return build(parser.parse_args())
 
 
