@@ -15,7 +15,8 @@ target hosts install without any package index. Prints one JSON object on stdout
   `pip install --no-index --require-hashes`.
 - The release name is the main package's version plus a digest of the wheels' contents (RECORD and
   timestamps excluded) and of the third-party files: any change gives a new release, an unchanged tree the same.
-- A digest of the source trees and locks is the build cache key: an unchanged tree costs no build at all.
+- A digest of the source trees and locks is the build cache key: an unchanged tree costs no build at all, and
+  each local wheel is kept by the digest of its own tree.
 
 `build_wheelhouse.py lock --output FILE [--job-package DIR_OR_SPEC ...]` makes a lock (docs/deploy.md).
 """
@@ -305,19 +306,38 @@ def reproducible_env() -> dict[str, str]:
     return {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)}
 
 
-def build_local(sources: list[Path], into: Path, tmp: Path, pip: list[str], pip_args: list[str]) -> list[Path]:
-    """Wheels of the local projects (islandora-job first, then the job packages), built reproducibly."""
+def build_local(
+    sources: list[Path], into: Path, tmp: Path, pip: list[str], pip_args: list[str], cache: Path | None = None,
+) -> list[Path]:
+    """Wheels of the local projects (islandora-job first, then the job packages), built reproducibly; a wheel is
+    reused from cache/local/<digest of its source tree> when that tree did not change (a job package edit does not
+    rebuild islandora-job)."""
     wheels: list[Path] = []
     into.mkdir(parents=True, exist_ok=True)
     for index, src in enumerate(sources):
+        others = [s for s in sources if s != src]
+        kept = cache / "local" / tree_digest(src, others)[:24] if cache else None
+        if kept is not None and len(list(kept.glob("*.whl"))) == 1:
+            [wheel] = kept.glob("*.whl")
+            wheels.append(Path(shutil.copy2(wheel, into / wheel.name)))
+            continue
         before = set(into.glob("*.whl"))
         copy = tmp / f"src{index}"
-        clean_copy(src, copy, [s for s in sources if s != src])
+        clean_copy(src, copy, others)
         run([*pip, "wheel", "--no-deps", "--quiet", "--wheel-dir", str(into), *pip_args, str(copy)],
             env=reproducible_env())
         built = sorted(set(into.glob("*.whl")) - before)
         if len(built) != 1:
             raise SystemExit(f"{src}: expected one wheel, got {[b.name for b in built]}")
+        if kept is not None:
+            staging = tmp / f"kept{index}"
+            staging.mkdir()
+            shutil.copy2(built[0], staging / built[0].name)
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                staging.rename(kept)
+            except OSError:  # built at the same time by another run: same content
+                pass
         wheels.append(built[0])
     return wheels
 
@@ -357,7 +377,7 @@ def build(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(dir=cache) as tmp_name:
         tmp = Path(tmp_name)
-        local_wheels = build_local(sources, tmp / "local", tmp, PIP, args.pip_arg)
+        local_wheels = build_local(sources, tmp / "local", tmp, PIP, args.pip_arg, cache)
         local_names = {normalize(metadata_field(wheel_metadata(w), "Name")[0]) for w in local_wheels}
         wanted = [*requirements_for_target(local_wheels, args.extra, args.python_version),
                   *(Requirement(r) for r in args.requirement)]
