@@ -42,8 +42,8 @@ try:
     from packaging.markers import Marker, default_environment
     from packaging.requirements import InvalidRequirement, Requirement
 except ImportError:  # pip always vendors it
-    from pip._vendor.packaging.markers import Marker, default_environment  # type: ignore[no-redef]
-    from pip._vendor.packaging.requirements import InvalidRequirement, Requirement  # type: ignore[no-redef]
+    from pip._vendor.packaging.markers import Marker, default_environment  # type: ignore[assignment]
+    from pip._vendor.packaging.requirements import InvalidRequirement, Requirement  # type: ignore[assignment]
 
 T = TypeVar("T")
 # The project this script belongs to (roles/islandora_job_worker/files/ -> the repository or collection root).
@@ -135,7 +135,7 @@ def normalize(name: str) -> str:
 
 def target_env(python_version: str) -> dict[str, str]:
     """Marker environment of the target: the controller's platform, the target's Python version."""
-    env = dict(default_environment())
+    env = {str(k): str(v) for k, v in default_environment().items()}
     env.update(python_version=python_version, python_full_version=f"{python_version}.0", implementation_name="cpython",
                platform_python_implementation="CPython")
     return env
