@@ -75,4 +75,3 @@ def test_a_process_a_command_detached_with_setsid_does_not_outlive_the_job(tmp_p
         for pid in _processes_with(marker):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
