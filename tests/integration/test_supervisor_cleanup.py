@@ -10,8 +10,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
+from islandora_job.child import EXIT_SUPERVISOR_GONE
 from tests.integration.test_bridge_faults import assert_group_gone, leaky_pool, started_command
 from tests.support.gearmand import Gearmand
 from tests.support.peers import PlainClient, payload, wait_for
@@ -75,3 +78,32 @@ def test_a_process_a_command_detached_with_setsid_does_not_outlive_the_job(tmp_p
         for pid in _processes_with(marker):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_worker_process_whose_supervisor_died_before_it_asked_exits_at_once() -> None:
+    """The race: the supervisor dies between the fork and the child's prctl, so no signal will come. The child
+    sees that its parent is not the supervisor it was given and exits at once (it would otherwise wait on stdin)."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    child = subprocess.run(
+        [sys.executable, "-m", "islandora_job.child", "--supervisor-pid", str(dead.pid)],
+        stdin=subprocess.PIPE,  # kept open: only the supervisor check can end it
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert child.returncode == EXIT_SUPERVISOR_GONE, child.stderr
+    assert f"supervisor {dead.pid} is gone".encode() in child.stderr
+
+
+def test_a_stray_sigusr1_does_not_stop_a_worker_process(tmp_path: Path, gearmand: Gearmand) -> None:
+    """SIGUSR1 is the signal the kernel sends on the supervisor's death; sent by hand while the supervisor lives,
+    it changes nothing: the same process serves the next job."""
+    with running_pool(tmp_path, [gearmand.address], concurrency=1) as pool:
+        pool.wait_registered(gearmand.port, "t.pid", count=1)
+        [worker] = pool.children()
+        os.kill(worker, signal.SIGUSR1)
+        with PlainClient(gearmand.address, timeout=15) as client:
+            assert client.call("t.pid").data == str(worker).encode()
+        assert pool.children() == [worker]
+        assert "is gone" not in pool.log_text()
