@@ -34,3 +34,6 @@ COLD_STOP: Final = 1
 #: A worker process whose watchdog answered a hung job (the supervisor replaces it without delay). Only the
 #: supervisor reads it; the value is sysexits' EX_SOFTWARE, as :data:`INTERNAL` is for the command.
 HUNG_JOB: Final = 70
+#: A worker process whose supervisor died (killed its command groups and left; nobody reads it but PID 1). The
+#: same value as a cold stop: gearmand requeues the job it held.
+SUPERVISOR_GONE: Final = 3

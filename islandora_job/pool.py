@@ -26,7 +26,11 @@ subreaper* (``PR_SET_CHILD_SUBREAPER``): whatever a dead worker process leaves b
 supervisor instead of PID 1, and the supervisor kills it, with its process group, and reaps it
 (:meth:`Supervisor._sweep_orphans`). Every process adopted this way is a job's leftover: the supervisor itself starts
 only worker processes. This needs no message from the worker, so nothing can be missed between the command's fork
-and a report, and it also catches a process that left the command's group (``setsid``).
+and a report, and it also catches a process that left the command's group (``setsid``). An adoption sends no
+signal, so besides after every SIGCHLD the sweep also runs when a check every :data:`ORPHAN_CHECK_INTERVAL` seconds
+finds a child that is not a worker process (:func:`has_other_children`: the kernel's list of our children, not a
+scan of /proc). The other way round, each worker process dies with the supervisor (``--supervisor-pid``, see
+:mod:`islandora_job.child`), killing its commands' groups first.
 
 Signals: SIGTERM → warm stop (children finish their job in hand within ``shutdown_timeout``, then the rest are
 killed), exit 0. A second SIGTERM, or SIGINT → cold stop: children are killed now (gearmand requeues their jobs),
@@ -52,7 +56,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -80,6 +84,9 @@ PR_GET_CHILD_SUBREAPER: Final = 37
 #: On a stop, how long the supervisor waits for the leftovers it killed to be gone (they die at once unless stuck
 #: in the kernel, e.g. on a dead NFS mount; then they are left to the service manager).
 ORPHAN_REAP_WAIT: Final = 2.0
+#: How often the supervisor looks for processes it adopted while none of its worker processes died (a process a
+#: command detached with setsid, a double-forked daemon). Costs one small read per supervisor thread.
+ORPHAN_CHECK_INTERVAL: Final = 2.0
 
 
 def set_child_subreaper(on: bool) -> bool | None:
@@ -115,6 +122,22 @@ def children_of(pid: int) -> list[tuple[int, int, str]]:
         if len(fields) >= 3 and int(fields[1]) == pid:
             found.append((int(entry), int(fields[2]), fields[0].decode()))
     return found
+
+
+def has_other_children(known: Collection[int]) -> bool:
+    """Whether this process has a child not in ``known``, from /proc/self/task/*/children (one short read per
+    thread, however many processes the machine runs). True where that file is missing (a kernel without
+    CONFIG_PROC_CHILDREN), so that the caller falls back to its full scan of /proc."""
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/children", "rb") as file:
+                if any(int(pid) not in known for pid in file.read().split()):
+                    return True
+    except FileNotFoundError:
+        return True  # a thread gone meanwhile, or no such file: let the full scan decide
+    except OSError:
+        return False  # no /proc at all: children_of finds nothing either
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +289,7 @@ class Supervisor:
         self._rolling: RollingReload | None = None
         self._child_exited = False
         self._was_subreaper: bool | None = None
+        self._next_orphan_check = 0.0
 
     # --- the loop -----------------------------------------------------------------------------------------------
 
@@ -300,10 +324,13 @@ class Supervisor:
         while self._signals:
             self._on_signal(self._signals.popleft())
         self._reap()
+        now = time.monotonic()
+        if now >= self._next_orphan_check:  # an adoption sends no SIGCHLD
+            self._next_orphan_check = now + ORPHAN_CHECK_INTERVAL
+            self._child_exited |= has_other_children(self.children)
         if self._child_exited:
             self._child_exited = False
             self._sweep_orphans()
-        now = time.monotonic()
         self._kill_stuck(now)
         if self.phase is Phase.COLD_STOP:
             return exit_codes.COLD_STOP
@@ -350,7 +377,7 @@ class Supervisor:
 
     def _timeout(self) -> float:
         now = time.monotonic()
-        timers = [STUCK_CHECK_INTERVAL]
+        timers = [STUCK_CHECK_INTERVAL, self._next_orphan_check - now]
         if self.phase is Phase.WARM_STOP:
             timers.append(self._stop_deadline - now)
         timers += [at - now for at in self._restart_at.values()]
@@ -376,6 +403,8 @@ class Supervisor:
             str(status_w),
             "--deadline-fd",
             str(deadline.fd),
+            "--supervisor-pid",
+            str(os.getpid()),
         ]
         if spec.only is not None:
             argv += ["--functions", json.dumps(list(spec.only))]
