@@ -14,6 +14,7 @@ its parent about the configuration.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import stat
@@ -224,6 +225,9 @@ def read_file(path: str) -> dict[str, Any]:
             return tomllib.load(file)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8; a file saved as Latin-1 is bad input, not a crash
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 text (line {line}: byte 0x{exc.object[exc.start]:02x})") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
@@ -345,6 +349,8 @@ class _Table:
         value = self.get(name, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             return float(self.fail(name, f"must be a number of seconds, not {value!r}", default))
+        if not math.isfinite(value):  # TOML has nan and inf: a nan deadline never expires, nor compares
+            return float(self.fail(name, f"must be a finite number, not {value}", default))
         if value < 0 or (positive and value == 0):
             reason = f"must be {'greater than' if positive else 'at least'} 0, not {value}"
             return float(self.fail(name, reason, default))
@@ -364,12 +370,18 @@ class _Table:
         value = self.get(name, default)
         if not isinstance(value, str):
             return str(self.fail(name, f"must be a string, not {value!r}", default))
+        if "\0" in value:
+            return str(self.fail(name, f"must not contain a NUL character: {value!r}", default))
         return str(value)
 
     def strings(self, name: str, default: Sequence[str] = (), *, nonempty: bool = False) -> tuple[str, ...]:
+        """A list of non-empty strings. None may hold a NUL (TOML allows ``\\u0000``): no argv, path, host or
+        Gearman function name can carry one, and the error is found here rather than when a job runs."""
         value = self.get(name, list(default))
         if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
             return tuple(self.fail(name, f"must be a list of non-empty strings, not {value!r}", tuple(default)))
+        if any("\0" in item for item in value):
+            return tuple(self.fail(name, f"must not contain a NUL character: {value!r}", tuple(default)))
         if nonempty and not value:
             self.fail(name, "must not be empty")
         return tuple(value)
@@ -390,13 +402,15 @@ def build(
     check_commands: bool = False,
 ) -> WorkerConfig:
     """Validate merged settings; raises :class:`ConfigError` with every bad value, one ``SOURCE: key: reason`` a
-    line. ``check_commands``: also resolve each command's program (:func:`program_problem`)."""
+    line. ``check_commands`` (check-config): also resolve each command's program (:func:`program_problem`) and
+    refuse a server name that cannot be a host (:func:`~islandora_job.address.host_problem`); a running worker
+    treats such a server as down and serves the others."""
     top = _Table(dict(settings), source, "", origins or {})
     server_texts = top.strings("servers", ["127.0.0.1:4730"], nonempty=True)
     servers = []
     for text in server_texts:
         try:
-            servers.append(ServerAddress.parse(text))
+            servers.append(ServerAddress.parse(text, check_host=check_commands))
         except ConfigError as exc:
             top.fail("servers", str(exc))
     values = _read(top, WorkerConfig)

@@ -101,6 +101,14 @@ def test_an_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
         ("[[command_jobs]]\nargv = ['drush']", "FILE: command_jobs[0].name: give name, names or discover_argv"),
         ("[[command_jobs]]\nname = 'x'\nargv = []", "FILE: command_jobs[0].argv: must not be empty"),
         ("concurrency = [", "FILE: not valid TOML"),
+        ("[pool]\nmax_lifetime = inf", "FILE: pool.max_lifetime: must be a finite number, not inf"),
+        ("[pool]\ngrab_timeout = -nan", "FILE: pool.grab_timeout: must be a finite number, not nan"),
+        (
+            "[[command_jobs]]\nname = 'x'\nargv = ['/bin/echo', \"a\\u0000b\"]",
+            "FILE: command_jobs[0].argv: must not contain a NUL",
+        ),
+        ('[[command_jobs]]\nname = "x\\u0000y"\nargv = ["echo"]', "FILE: command_jobs[0].name: must not contain a NUL"),
+        ('[dead_letters]\npath = "/tmp/a\\u0000b"', "FILE: dead_letters.path: must not contain a NUL"),
     ],
 )
 def test_errors_read_file_key_reason(tmp_path: Path, text: str, message: str) -> None:
@@ -295,3 +303,27 @@ def test_every_setting_is_settable_from_the_file_and_from_the_environment(
         read = [getattr(value, part) for value in read]
     assert read[0] != default
     assert read[0] == read[1]
+
+
+def test_a_server_name_that_cannot_be_a_host_is_refused_at_check_time_only(tmp_path: Path) -> None:
+    """As a command's program: check-config refuses it; the worker's own load takes it, and its loop treats that
+    server as down while it serves the others (tests/integration/test_server_names.py)."""
+    path = _write(tmp_path, f"servers = ['{'h' * 64}:4730', 'a..b', '127.0.0.1:4730']\n")
+    with pytest.raises(ConfigError) as error:
+        load(path, environ={}, check_commands=True)
+    assert str(error.value).splitlines() == [
+        f"{path}: servers: server address '{'h' * 64}:4730': host has an empty label or one longer than 63 characters",
+        f"{path}: servers: server address 'a..b': host has an empty label or one longer than 63 characters",
+    ]
+    assert [str(server) for server in load(path, environ={}).servers] == [
+        f"{'h' * 64}:4730",
+        "a..b:4730",
+        "127.0.0.1:4730",
+    ]
+
+
+def test_a_file_that_is_not_utf8_is_one_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "worker.toml"
+    path.write_bytes(b"servers = ['127.0.0.1']\n# caf\xe9\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: not UTF-8 text \(line 2: byte 0xe9\)$"):
+        load(str(path), environ={})
