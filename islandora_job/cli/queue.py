@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from islandora_job.address import ServerAddress
 from islandora_job.cli import exit_codes
+from islandora_job.cli.jobs import MAX_TIMEOUT
 from islandora_job.errors import ConfigError, ConnectionLost, ProtocolError, ServerUnavailable
 from islandora_job.logsetup import escape_controls
 from islandora_job.queue_move import (
@@ -66,7 +67,7 @@ def register(commands: Any) -> None:
     )
     move.add_argument(
         "--timeout",
-        type=_positive_int,
+        type=_seconds,
         default=60,
         metavar="SECONDS",
         help="give up when a server does not answer for this long (default 60)",
@@ -78,6 +79,14 @@ def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be a whole number of at least 1")
     return int(text)
+
+
+def _seconds(text: str) -> int:
+    """A whole number of seconds, at most MAX_TIMEOUT: a larger one overflows the selector (and is a typo)."""
+    seconds = _positive_int(text)
+    if seconds > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"{text!r} is longer than {MAX_TIMEOUT:.0f} seconds (ten years)")
+    return seconds
 
 
 def _error(message: str) -> None:
