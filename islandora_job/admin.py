@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Final, TypeVar
 from urllib.parse import unquote_plus
@@ -242,6 +243,24 @@ class AdminClient:
     def show_unique_jobs(self) -> list[str]:
         return self._list("show unique jobs")
 
+    def count_unique(self, keys: Collection[bytes]) -> Counter[bytes]:
+        """How many jobs (of any function) ``show unique jobs`` lists under each of ``keys``.
+
+        The answer lists every job's key, so it is streamed and only ``keys`` are counted: memory stays that of
+        the keys asked about, however long the queue (the byte bound, ``max_answer``, still applies). Keys are
+        compared as bytes, since gearmand keeps them as bytes.
+        """
+        self._send("show unique jobs")
+        counts: Counter[bytes] = Counter()
+        first = True
+        while (line := self._read_raw_line()) != b".":
+            if first and line.startswith(b"ERR"):
+                parse_ok(line.decode("utf-8", "replace"))
+            first = False
+            if line in keys:
+                counts[line] += 1
+        return counts
+
     def version(self) -> str:
         return parse_ok(self._line("version"))
 
@@ -288,7 +307,7 @@ class AdminClient:
             self.close()
             raise ConnectionLost(str(self.address), describe_os_error(exc)) from exc
 
-    def _read_line(self) -> str:
+    def _read_raw_line(self) -> bytes:
         sock = self._connect()
         while (end := self._buffer.find(b"\n", self._scanned)) < 0:
             self._scanned = len(self._buffer)
@@ -316,8 +335,12 @@ class AdminClient:
         line = bytes(self._buffer[:end])
         del self._buffer[: end + 1]
         self._scanned = 0
+        return line.removesuffix(b"\r")
+
+    def _read_line(self) -> str:
+        line = self._read_raw_line()
         try:
-            return line.decode("utf-8").rstrip("\r")
+            return line.decode("utf-8")
         except UnicodeDecodeError:
             self.close()
             raise ProtocolError(f"{self.address}: admin answer is not UTF-8") from None
