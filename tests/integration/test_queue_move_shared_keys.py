@@ -1,0 +1,72 @@
+"""``queue move`` and a unique key that two functions share (issue 16): the foreground question cannot be answered.
+
+gearmand 1.1.20 answers ``GET_STATUS_UNIQUE`` for the job with that key added last, whatever its function. The
+attack test (test_attack_queue_move.py) covers the other job still queued (its answer says "not running"); here
+the other job is *running* on another worker, so the answer looks exactly like one about the mover's own job, and
+only ``show unique jobs`` (the key listed twice) tells that it may not be.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from islandora_job.address import ServerAddress
+from islandora_job.codec import Command
+from islandora_job.connection import Connection
+from tests.integration.test_queue_move import gearmand, priority_status, run_mover
+
+GEARMAN = ["gearman", "-h", "127.0.0.1", "-p"]
+
+
+def _wait(condition: object, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def test_a_foreground_job_sharing_its_key_with_a_running_job_stays_with_its_client(tmp_path: Path) -> None:
+    with gearmand(tmp_path / "a", []) as source, gearmand(tmp_path / "b", []) as target:
+        client = subprocess.Popen(
+            [*GEARMAN, str(source.port), "-u", "shared", "-f", "ij_sk_fg", "--", "waits"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        other = Connection(ServerAddress("127.0.0.1", source.port))
+        try:
+            _wait(lambda: priority_status(source).get("ij_sk_fg") == (0, 1, 0))
+            subprocess.run(
+                [*GEARMAN, str(source.port), "-b", "-u", "shared", "-f", "ij_sk_bg"],
+                input="background",
+                text=True,
+                check=True,
+                timeout=20,
+            )
+            other.connect()  # a worker of the other function holds its job: the answer for the key says "running"
+            other.send_packet(Command.CAN_DO, "ij_sk_bg")
+            other.send_packet(Command.GRAB_JOB_UNIQ)
+            assigned = []
+            while not assigned:  # the connection's own io timeout bounds this
+                assigned = [p for p in other.receive() if p.command is Command.JOB_ASSIGN_UNIQ]
+            assert assigned[0]["unique"] == b"shared"
+
+            done = run_mover("--from", source.address, "--to", target.address, "--function", "ij_sk_fg", "--json")
+            assert done.returncode in (0, 1), done.stderr
+            summary = json.loads(done.stdout)
+            assert summary["moved"] == 0, summary
+            assert "ij_sk_fg" not in priority_status(target), "the foreground job was moved away from its client"
+            served = subprocess.run(
+                [*GEARMAN, str(source.port), "-w", "-c", "1", "-f", "ij_sk_fg", "--", "tr", "a-z", "A-Z"],
+                timeout=30,
+                check=False,
+                capture_output=True,
+            )
+            assert served.returncode == 0
+            assert client.communicate(timeout=30)[0].strip() == "WAITS"
+        finally:
+            other.close()
+            client.kill()
+            client.wait()
