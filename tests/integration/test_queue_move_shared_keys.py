@@ -10,22 +10,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 from islandora_job.address import ServerAddress
 from islandora_job.codec import Command
 from islandora_job.connection import Connection
+from tests.integration.test_attack_queue_move import GEARMAN, _wait
 from tests.integration.test_queue_move import gearmand, priority_status, run_mover
-
-GEARMAN = ["gearman", "-h", "127.0.0.1", "-p"]
-
-
-def _wait(condition: object, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def test_a_foreground_job_sharing_its_key_with_a_running_job_stays_with_its_client(tmp_path: Path) -> None:
