@@ -24,8 +24,12 @@ target, and gives each a fresh unique key there, so that the target's store keep
 Foreground jobs: a worker cannot tell one from a background job, but ``GET_STATUS_UNIQUE`` tells how many clients
 wait on a unique key. A job someone waits for is not moved (its client's connection is to the source, and it
 would get an empty result): the mover holds it until the function is done, then hands it back by reconnecting
-(gearmand requeues a disconnected worker's jobs). Keyless jobs cannot be asked about and are taken as
-background; libgearman (the ``gearman`` CLI, PHP) gives every job a key.
+(gearmand requeues a disconnected worker's jobs). gearmand 1.1.20 looks the key up across *all* functions and
+answers for the job with that key added last, so the answer is trusted only when it must be about the held job:
+it says "running" (the mover holds the job) and ``show unique jobs``, asked after the answers, lists the key once.
+Otherwise nothing tells whether a client waits, and the job is held like a foreground one: at worst a background
+job stays on the source (reported as left), never a waiting client told "success" with no data. Keyless jobs
+cannot be asked about and are taken as background; libgearman (the ``gearman`` CLI, PHP) gives every job a key.
 
 Throughput: within a batch every request is pipelined (all grabs sent at once, each submission sent as its job
 arrives, each completion as its acknowledgement arrives); a batch ends with an ``ECHO`` round trip so that every
