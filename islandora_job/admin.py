@@ -250,16 +250,27 @@ class AdminClient:
         the keys asked about, however long the queue (the byte bound, ``max_answer``, still applies). Keys are
         compared as bytes, since gearmand keeps them as bytes.
         """
+        wanted = frozenset(keys)
         self._send("show unique jobs")
         counts: Counter[bytes] = Counter()
         first = True
-        while (line := self._read_raw_line()) != b".":
-            if first and line.startswith(b"ERR"):
-                parse_ok(line.decode("utf-8", "replace"))
+        while True:
+            # every complete line received so far at once: counted in C (Counter), not line by line in Python
+            lines = self._read_raw_lines()
+            if first and lines[0].startswith(b"ERR"):
+                parse_ok(lines[0].decode("utf-8", "replace"))
             first = False
-            if line in keys:
-                counts[line] += 1
-        return counts
+            if b"." in lines:
+                end = lines.index(b".")
+                self._buffer[:0] = b"".join(line + b"\n" for line in lines[end + 1 :])  # not this answer's
+                lines = lines[:end]
+            else:
+                end = -1
+            block = Counter(lines)
+            for key in wanted & block.keys():
+                counts[key] += block[key]
+            if end >= 0:
+                return counts
 
     def version(self) -> str:
         return parse_ok(self._line("version"))
@@ -308,6 +319,24 @@ class AdminClient:
             raise ConnectionLost(str(self.address), describe_os_error(exc)) from exc
 
     def _read_raw_line(self) -> bytes:
+        end = self._fill()
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        self._scanned = 0
+        return line.removesuffix(b"\r")
+
+    def _read_raw_lines(self) -> list[bytes]:
+        """Every complete line in the buffer (at least one), without their line ends."""
+        self._fill()
+        end = self._buffer.rfind(b"\n")
+        block = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        self._scanned = 0
+        lines = block.split(b"\n")
+        return [line.removesuffix(b"\r") for line in lines] if b"\r" in block else lines
+
+    def _fill(self) -> int:
+        """Receive until the buffer holds a newline; its index."""
         sock = self._connect()
         while (end := self._buffer.find(b"\n", self._scanned)) < 0:
             self._scanned = len(self._buffer)
@@ -332,10 +361,7 @@ class AdminClient:
                 self.close()
                 raise ProtocolError(f"{self.address}: admin answer exceeds {self.max_answer} bytes")
             self._buffer += chunk
-        line = bytes(self._buffer[:end])
-        del self._buffer[: end + 1]
-        self._scanned = 0
-        return line.removesuffix(b"\r")
+        return end
 
     def _read_line(self) -> str:
         line = self._read_raw_line()
