@@ -13,10 +13,11 @@ import subprocess
 from pathlib import Path
 
 from islandora_job.address import ServerAddress
+from islandora_job.admin import AdminClient
 from islandora_job.codec import Command
 from islandora_job.connection import Connection
 from tests.integration.test_attack_queue_move import GEARMAN, _wait
-from tests.integration.test_queue_move import gearmand, priority_status, run_mover
+from tests.integration.test_queue_move import gearmand, priority_status, run_mover, submit
 
 
 def test_a_foreground_job_sharing_its_key_with_a_running_job_stays_with_its_client(tmp_path: Path) -> None:
@@ -61,3 +62,16 @@ def test_a_foreground_job_sharing_its_key_with_a_running_job_stays_with_its_clie
             other.close()
             client.kill()
             client.wait()
+
+
+def test_count_unique_counts_a_long_answer_and_leaves_the_session_usable(tmp_path: Path) -> None:
+    """``show unique jobs`` is read a block at a time: keys across block boundaries, one key shared by two
+    functions, and the next command on the same session answered as its own."""
+    with gearmand(tmp_path / "a", []) as source:
+        batch = [("ij_sk_a", "normal", f"key-{i:05d}-{'x' * 40}", b"p") for i in range(6000)]
+        submit(source, [*batch, ("ij_sk_b", "low", batch[4321][2], b"p")])
+        asked = {batch[0][2].encode(), batch[4321][2].encode(), batch[5999][2].encode(), b"absent"}
+        with AdminClient(source.address) as admin:
+            counts = admin.count_unique(asked)
+            assert admin.version()  # the session is still in step
+        assert counts == {batch[0][2].encode(): 1, batch[4321][2].encode(): 2, batch[5999][2].encode(): 1}
