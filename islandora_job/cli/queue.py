@@ -129,8 +129,9 @@ class ProgressReport:
                 self.out.write("\n")
                 self.function = ""
         elif done or now - self.last_line >= self.interval:
+            name = escape_controls(function)
             self.out.write(
-                f"{function}: {moved}/{expected} moved ({moved_in_all}/{self.total} in all, {rate:.0f}/s)"
+                f"{name}: {moved}/{expected} moved ({moved_in_all}/{self.total} in all, {rate:.0f}/s)"
                 + (", done\n" if done else "\n")
             )
             self.last_line = now
@@ -178,7 +179,7 @@ def _render(summary: dict[str, Any], out: TextIO) -> None:
     verb = "would move" if summary["dry_run"] else "moved"
     rows = [("FUNCTION", *(p.upper() for p in PRIORITIES), "MOVED", "LEFT")]
     for f in summary["functions"]:
-        rows.append((f["function"], *(str(f[p]) for p in PRIORITIES), str(f["moved"]), str(f["left"])))
+        rows.append((escape_controls(f["function"]), *(str(f[p]) for p in PRIORITIES), str(f["moved"]), str(f["left"])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
