@@ -7,14 +7,20 @@ by ``.`` back. The parsers are plain functions over the text so they can be test
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
+from collections import Counter
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import Final, TypeVar
 from urllib.parse import unquote_plus
 
 from islandora_job.address import ServerAddress
 from islandora_job.connection import describe_os_error
 from islandora_job.errors import ConnectionLost, IslandoraJobError, ProtocolError, ServerUnavailable
+
+_T = TypeVar("_T")
 
 #: An admin answer larger than this is not an answer gearmand would give (a ``status`` line is ~50 bytes: this is
 #: over 300,000 functions). It bounds the client's memory against a server that never ends its list.
@@ -82,58 +88,95 @@ class QueuedJob:
     queued: bool
 
 
+#: A record split over more lines than this, or longer than this many characters, is not one gearmand wrote
+#: (function names are short): the fragments are dropped, so joining them stays cheap whatever the server sends.
+MAX_RECORD_LINES: Final = 8
+MAX_RECORD_CHARS: Final = 65536
+
+
 def _fields(line: str, count: int, what: str) -> list[str]:
-    parts = line.split("\t")
+    """Split a tab-separated line whose *first* field is a name chosen by a client (a function name may hold a
+    tab): the other fields are gearmand's own numbers, so split from the right."""
+    parts = line.rsplit("\t", count - 1)
     if len(parts) != count:
         raise ProtocolError(f"{what}: expected {count} tab-separated fields, got {line!r}")
     return parts
 
 
 def _number(text: str, what: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ProtocolError(f"{what}: {text!r} is not a number") from None
+    if not text.isascii() or not text.isdigit():
+        raise ProtocolError(f"{what}: {text!r} is not a number")
+    return int(text)
+
+
+def _records(lines: list[str], parse: Callable[[str], _T]) -> list[_T]:
+    """Parse one record per line, rejoining a record that a newline in a client-chosen name split.
+
+    gearmand prints function names and client ids raw, so a name with a newline splits its record in two: the
+    first part does not parse, and neither may the second. A line that does not parse is kept and tried again
+    joined (with the newline it lost) to the next line; if that fails too but the next line parses alone, the
+    kept fragment is dropped. So the name is restored exactly when it can be, and otherwise one hostile record is
+    missing from the answer: the server is not taken for unreachable, nor the other records lost. An answer of
+    which no line parses is not gearmand's (``workers`` always lists the asking connection): ProtocolError.
+    """
+    result: list[_T] = []
+    pending: list[str] = []
+    for line in lines:
+        if pending:
+            with contextlib.suppress(ProtocolError):
+                result.append(parse("\n".join([*pending, line])))
+                pending = []
+                continue
+        try:
+            result.append(parse(line))
+            pending = []
+        except ProtocolError:
+            pending.append(line)
+            if len(pending) > MAX_RECORD_LINES or sum(map(len, pending)) > MAX_RECORD_CHARS:
+                pending = [line]
+    if lines and not result:
+        parse(lines[0])  # nothing parsed at all: not gearmand's answer; raises the first line's ProtocolError
+    return result
+
+
+def _status_line(line: str) -> FunctionStatus:
+    name, total, running, workers = _fields(line, 4, "status")
+    return FunctionStatus(name, _number(total, "status"), _number(running, "status"), _number(workers, "status"))
 
 
 def parse_status(lines: list[str]) -> list[FunctionStatus]:
-    result = []
-    for line in lines:
-        name, total, running, workers = _fields(line, 4, "status")
-        result.append(
-            FunctionStatus(name, _number(total, "status"), _number(running, "status"), _number(workers, "status"))
-        )
-    return result
+    return _records(lines, _status_line)
+
+
+def _priority_line(line: str) -> PriorityStatus:
+    name, *numbers = _fields(line, 5, "prioritystatus")
+    high, normal, low, workers = (_number(n, "prioritystatus") for n in numbers)
+    return PriorityStatus(name, high, normal, low, workers)
 
 
 def parse_priority_status(lines: list[str]) -> list[PriorityStatus]:
-    result = []
-    for line in lines:
-        name, *numbers = _fields(line, 5, "prioritystatus")
-        high, normal, low, workers = (_number(n, "prioritystatus") for n in numbers)
-        result.append(PriorityStatus(name, high, normal, low, workers))
-    return result
+    return _records(lines, _priority_line)
+
+
+def _worker_line(line: str) -> WorkerInfo:
+    parts = line.split(" ", 3)
+    if len(parts) != 4 or not parts[3].startswith(":"):
+        raise ProtocolError(f"workers: cannot parse {line!r}")
+    fd, ip, client_id, functions = parts
+    return WorkerInfo(_number(fd, "workers"), ip, client_id, tuple(functions[1:].split()))
 
 
 def parse_workers(lines: list[str]) -> list[WorkerInfo]:
-    result = []
-    for line in lines:
-        parts = line.split(" ", 3)
-        if len(parts) != 4 or not parts[3].startswith(":"):
-            raise ProtocolError(f"workers: cannot parse {line!r}")
-        fd, ip, client_id, functions = parts
-        result.append(WorkerInfo(_number(fd, "workers"), ip, client_id, tuple(functions[1:].split())))
-    return result
+    return _records(lines, _worker_line)
+
+
+def _job_line(line: str) -> QueuedJob:
+    handle, retries, ignore, queued = _fields(line, 4, "show jobs")
+    return QueuedJob(handle, _number(retries, "show jobs"), ignore not in ("0", ""), queued not in ("0", ""))
 
 
 def parse_show_jobs(lines: list[str]) -> list[QueuedJob]:
-    result = []
-    for line in lines:
-        handle, retries, ignore, queued = _fields(line, 4, "show jobs")
-        result.append(
-            QueuedJob(handle, _number(retries, "show jobs"), ignore not in ("0", ""), queued not in ("0", ""))
-        )
-    return result
+    return _records(lines, _job_line)
 
 
 def parse_ok(line: str) -> str:
@@ -200,6 +243,35 @@ class AdminClient:
     def show_unique_jobs(self) -> list[str]:
         return self._list("show unique jobs")
 
+    def count_unique(self, keys: Collection[bytes]) -> Counter[bytes]:
+        """How many jobs (of any function) ``show unique jobs`` lists under each of ``keys``.
+
+        The answer lists every job's key, so it is streamed and only ``keys`` are counted: memory stays that of
+        the keys asked about, however long the queue (the byte bound, ``max_answer``, still applies). Keys are
+        compared as bytes, since gearmand keeps them as bytes.
+        """
+        wanted = frozenset(keys)
+        self._send("show unique jobs")
+        counts: Counter[bytes] = Counter()
+        first = True
+        while True:
+            # every complete line received so far at once: counted in C (Counter), not line by line in Python
+            lines = self._read_raw_lines()
+            if first and lines[0].startswith(b"ERR"):
+                parse_ok(lines[0].decode("utf-8", "replace"))
+            first = False
+            if b"." in lines:
+                end = lines.index(b".")
+                self._buffer[:0] = b"".join(line + b"\n" for line in lines[end + 1 :])  # not this answer's
+                lines = lines[:end]
+            else:
+                end = -1
+            block = Counter(lines)
+            for key in wanted & block.keys():
+                counts[key] += block[key]
+            if end >= 0:
+                return counts
+
     def version(self) -> str:
         return parse_ok(self._line("version"))
 
@@ -246,7 +318,25 @@ class AdminClient:
             self.close()
             raise ConnectionLost(str(self.address), describe_os_error(exc)) from exc
 
-    def _read_line(self) -> str:
+    def _read_raw_line(self) -> bytes:
+        end = self._fill()
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        self._scanned = 0
+        return line.removesuffix(b"\r")
+
+    def _read_raw_lines(self) -> list[bytes]:
+        """Every complete line in the buffer (at least one), without their line ends."""
+        self._fill()
+        end = self._buffer.rfind(b"\n")
+        block = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        self._scanned = 0
+        lines = block.split(b"\n")
+        return [line.removesuffix(b"\r") for line in lines] if b"\r" in block else lines
+
+    def _fill(self) -> int:
+        """Receive until the buffer holds a newline; its index."""
         sock = self._connect()
         while (end := self._buffer.find(b"\n", self._scanned)) < 0:
             self._scanned = len(self._buffer)
@@ -271,11 +361,12 @@ class AdminClient:
                 self.close()
                 raise ProtocolError(f"{self.address}: admin answer exceeds {self.max_answer} bytes")
             self._buffer += chunk
-        line = bytes(self._buffer[:end])
-        del self._buffer[: end + 1]
-        self._scanned = 0
+        return end
+
+    def _read_line(self) -> str:
+        line = self._read_raw_line()
         try:
-            return line.decode("utf-8").rstrip("\r")
+            return line.decode("utf-8")
         except UnicodeDecodeError:
             self.close()
             raise ProtocolError(f"{self.address}: admin answer is not UTF-8") from None

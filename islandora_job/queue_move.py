@@ -24,8 +24,12 @@ target, and gives each a fresh unique key there, so that the target's store keep
 Foreground jobs: a worker cannot tell one from a background job, but ``GET_STATUS_UNIQUE`` tells how many clients
 wait on a unique key. A job someone waits for is not moved (its client's connection is to the source, and it
 would get an empty result): the mover holds it until the function is done, then hands it back by reconnecting
-(gearmand requeues a disconnected worker's jobs). Keyless jobs cannot be asked about and are taken as
-background; libgearman (the ``gearman`` CLI, PHP) gives every job a key.
+(gearmand requeues a disconnected worker's jobs). gearmand 1.1.20 looks the key up across *all* functions and
+answers for the job with that key added last, so the answer is trusted only when it must be about the held job:
+it says "running" (the mover holds the job) and ``show unique jobs``, asked after the answers, lists the key once.
+Otherwise nothing tells whether a client waits, and the job is held like a foreground one: at worst a background
+job stays on the source (reported as left), never a waiting client told "success" with no data. Keyless jobs
+cannot be asked about and are taken as background; libgearman (the ``gearman`` CLI, PHP) gives every job a key.
 
 Throughput: within a batch every request is pipelined (all grabs sent at once, each submission sent as its job
 arrives, each completion as its acknowledgement arrives); a batch ends with an ``ECHO`` round trip so that every
@@ -59,6 +63,9 @@ _SUBMIT: Final = {
 #: Jobs requested per batch: enough to hide the round trips, few enough that a crash duplicates little.
 DEFAULT_WINDOW: Final = 500
 CLIENT_ID_PREFIX: Final = "islandora-job-queue-move"
+#: ``show unique jobs`` lists every queued job's key (at most 64 bytes and a newline): room for 4 million jobs. It is
+#: streamed, not kept, so this bounds time against a server that never ends its answer, not memory.
+UNIQUE_ANSWER: Final = 256 * 1024 * 1024
 #: A batch's payloads may all be in memory at once (waiting for the foreground question): batches shrink so that
 #: their expected size, from the payloads seen so far, stays under this.
 BATCH_BYTES: Final = 32 * 1024 * 1024
@@ -148,6 +155,7 @@ class _Batch:
         self.assigned = 0  # jobs the source handed out in this batch
         self.foreground = 0  # of those, jobs a client waits for: not moved
         self.probing: deque[Packet] = deque()  # jobs asked about (foreground?), not yet answered
+        self.candidates: list[Packet] = []  # answered "no client waits": moved once their key is known unique
         self.to_probe: list[bytes] = []  # unique keys to ask about, not yet written
         self.failure: str | None = None  # why the target refused a job of this batch
         self.to_target: list[bytes] = []  # submissions not yet written
@@ -194,8 +202,8 @@ class _ForegroundProbe:
         except OSError as exc:
             raise ConnectionLost(str(self.address), describe_os_error(exc)) from exc
 
-    def receive(self) -> list[int]:
-        """Read once; the waiting-client counts of the answers completed, in order."""
+    def receive(self) -> list[tuple[bool, int]]:
+        """Read once; (running, waiting clients) of the answers completed, in order."""
         if self._sock is None:
             raise ConnectionLost(str(self.address), "not connected")
         try:
@@ -219,7 +227,7 @@ class _ForegroundProbe:
                 raise MoveFailed(f"{self.address} cannot tell foreground jobs: {body!r}")
             if kind != STATUS_RES_UNIQUE or len(fields) != 6 or not fields[5].isdigit():
                 raise ProtocolError(f"{self.address}: unexpected answer to GET_STATUS_UNIQUE: {kind} {body!r}")
-            counts.append(int(fields[5]))
+            counts.append((fields[2] == b"1", int(fields[5])))
         return counts
 
     def close(self) -> None:
@@ -254,7 +262,7 @@ class QueueMover:
         self._timeout = connect_timeout
         self._worker = Connection(source, connect_timeout=connect_timeout, io_timeout=io_timeout)
         self._client = Connection(target, connect_timeout=connect_timeout, io_timeout=io_timeout)
-        self._admin = AdminClient(source, timeout=io_timeout)
+        self._admin = AdminClient(source, timeout=io_timeout, max_answer=UNIQUE_ANSWER)
         self._probe = _ForegroundProbe(source, connect_timeout=connect_timeout, io_timeout=io_timeout)
         self._selector = selectors.DefaultSelector()
         self._deferred: list[bytes] = []
@@ -355,8 +363,8 @@ class QueueMover:
             try:
                 for key, _ in events:
                     if key.data is self._probe:
-                        for clients in self._probe.receive():
-                            self._probed(batch, clients, submit)
+                        for running, clients in self._probe.receive():
+                            self._probed(batch, running, clients)
                         continue
                     connection: Connection = key.data
                     for packet in connection.receive():
@@ -367,6 +375,8 @@ class QueueMover:
             except BaseException:
                 self._complete_acknowledged(batch)
                 raise
+            if batch.candidates and not batch.grabs and not batch.probing and not batch.failure:
+                self._submit_unambiguous(batch, submit)
             # one write per connection for everything these packets called for, not one per job
             if batch.to_probe:
                 self._probe.ask(batch.to_probe)
@@ -401,14 +411,31 @@ class QueueMover:
         elif packet.command is not Command.NOOP:
             raise ProtocolError(f"{self.source} sent an unexpected {packet.command.name}")
 
-    def _probed(self, batch: _Batch, clients: int, submit: Command) -> None:
+    def _probed(self, batch: _Batch, running: bool, clients: int) -> None:
         if not batch.probing:
             raise ProtocolError(f"{self.source} answered GET_STATUS_UNIQUE for nothing asked")
         packet = batch.probing.popleft()
-        if clients > 0:
-            batch.foreground += 1  # a foreground job: its client waits on the source; held, then handed back
-        elif not batch.failure:
-            self._submit(batch, packet, submit)
+        # The mover holds the job, so an answer about it says "running". "Not running" is an answer about another
+        # function's job with the same key (gearmand looks keys up across functions): hold this one, unknown.
+        if clients > 0 or not running:
+            batch.foreground += 1  # a client (may) wait on the source; held, then handed back
+        else:
+            batch.candidates.append(packet)
+
+    def _submit_unambiguous(self, batch: _Batch, submit: Command) -> None:
+        """Move the candidates whose key no other job on the source has; hold the others as foreground.
+
+        Asked after the answers to GET_STATUS_UNIQUE: a key listed once is the held job's own, so the answer was
+        about it. A key listed more than once may have been answered for another function's job: nothing tells
+        whether a client waits on this one, so it stays on the source (reported as left), never completed there.
+        """
+        counts = self._admin.count_unique({p["unique"] for p in batch.candidates})
+        for packet in batch.candidates:
+            if counts[packet["unique"]] == 1:
+                self._submit(batch, packet, submit)
+            else:
+                batch.foreground += 1
+        batch.candidates.clear()
 
     def _submit(self, batch: _Batch, packet: Packet, submit: Command) -> None:
         unique = packet["unique"]

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from islandora_job import exit_codes
 from islandora_job.address import ServerAddress
+from islandora_job.cli.jobs import MAX_TIMEOUT
 from islandora_job.errors import ConfigError, ConnectionLost, ProtocolError, ServerUnavailable
 from islandora_job.logsetup import escape_controls
 from islandora_job.queue_move import (
@@ -66,7 +67,7 @@ def register(commands: Any) -> None:
     )
     move.add_argument(
         "--timeout",
-        type=_positive_int,
+        type=_seconds,
         default=60,
         metavar="SECONDS",
         help="give up when a server does not answer for this long (default 60)",
@@ -78,6 +79,14 @@ def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be a whole number of at least 1")
     return int(text)
+
+
+def _seconds(text: str) -> int:
+    """A whole number of seconds, at most MAX_TIMEOUT: a larger one overflows the selector (and is a typo)."""
+    seconds = _positive_int(text)
+    if seconds > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"{text!r} is longer than {MAX_TIMEOUT:.0f} seconds (ten years)")
+    return seconds
 
 
 def _error(message: str) -> None:
@@ -120,8 +129,9 @@ class ProgressReport:
                 self.out.write("\n")
                 self.function = ""
         elif done or now - self.last_line >= self.interval:
+            name = escape_controls(function)
             self.out.write(
-                f"{function}: {moved}/{expected} moved ({moved_in_all}/{self.total} in all, {rate:.0f}/s)"
+                f"{name}: {moved}/{expected} moved ({moved_in_all}/{self.total} in all, {rate:.0f}/s)"
                 + (", done\n" if done else "\n")
             )
             self.last_line = now
@@ -169,7 +179,7 @@ def _render(summary: dict[str, Any], out: TextIO) -> None:
     verb = "would move" if summary["dry_run"] else "moved"
     rows = [("FUNCTION", *(p.upper() for p in PRIORITIES), "MOVED", "LEFT")]
     for f in summary["functions"]:
-        rows.append((f["function"], *(str(f[p]) for p in PRIORITIES), str(f["moved"]), str(f["left"])))
+        rows.append((escape_controls(f["function"]), *(str(f[p]) for p in PRIORITIES), str(f["moved"]), str(f["left"])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
