@@ -82,7 +82,7 @@ class StatusPipe:
 
 
 def _recorder(store: DeadLetterStore) -> FailureRecorder:
-    def record(assignment: Assignment, name: str, outcome: Outcome) -> None:
+    def record(assignment: Assignment, name: str, outcome: Outcome, size: int) -> None:
         store.record(
             function=assignment.function,
             name=name,
@@ -91,6 +91,7 @@ def _recorder(store: DeadLetterStore) -> FailureRecorder:
             payload=assignment.data,
             error=outcome.reason or outcome.status,
             attempts=outcome.attempts,
+            payload_size=size,
         )
 
     return record
