@@ -2,7 +2,8 @@
 
 A command that did its work and could not write its output exits 5 with one line, whatever the command: ``version``
 included (it said 3, "no server reachable", which makes a script wait for a server that is up), and ``--help`` or
-``--version`` (they exited 2 in silence). An over-size job's dead letter keeps the job's real size.
+``--version`` (they exited 2 in silence). An over-size job's dead letter keeps the job's real size. ``submit``
+keeps a bounded share of what a worker streams, and says so when it drops the rest.
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
+from islandora_job.client import MAX_KEPT
 from islandora_job.codec import Command
 from islandora_job.deadletters import DeadLetterStore
+from tests.integration import test_attack_client
 from tests.integration.test_cli_faults import assert_one_line
 from tests.support.gearmand import Gearmand, admin
 from tests.support.peers import PlainClient, payload, wait_for
@@ -74,3 +78,28 @@ def test_an_over_size_job_gets_a_reason_and_a_dead_letter_and_the_pool_serves_on
         assert len(letters) == 1, letters
         assert letters[0].payload_size == len(big) and str(64 * 1024 * 1024) in letters[0].error, letters[0].error
         assert not [line for line in admin(gearmand.port, "status").splitlines() if line.startswith("t.pid\t1")]
+
+
+def test_submit_says_once_that_it_dropped_what_a_worker_streamed_past_the_cap(
+    gearmand: Gearmand, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """24 MiB of warnings, over the 16 MiB the client keeps: the job's result is printed, exit 0, and one line on
+    stderr says what was dropped (test_attack_client.py streams 800 MiB in a process capped at 512 MiB)."""
+    monkeypatch.setattr(test_attack_client, "CHUNKS", 24)
+    ready = threading.Event()
+    worker = threading.Thread(
+        target=test_attack_client._chatty_worker, args=(gearmand.port, ready, Command.WORK_WARNING), daemon=True
+    )
+    worker.start()
+    assert ready.wait(10)
+    result = subprocess.run(
+        [*CLI, "submit", "--server", gearmand.address, "--timeout", "60", test_attack_client.FUNCTION],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=_env(),
+    )
+    worker.join(30)
+    assert result.returncode == 0 and result.stdout == "done", result.stderr
+    [line] = result.stderr.splitlines()
+    assert f"more than {MAX_KEPT} bytes" in line and test_attack_client.FUNCTION in line, line
