@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from islandora_job.config import CommandJobConfig
+from islandora_job.errors import IslandoraJobError
 from islandora_job.payload import Payload
 from islandora_job.router import Assignment, Outcome
 
@@ -45,7 +46,7 @@ _UID_TEXT = re.compile(rf"[0-9]{{1,{MAX_UID_DIGITS}}}", re.ASCII)
 _RUNNING_GROUPS: set[int] = set()
 
 
-class BridgeRefused(Exception):
+class BridgeRefused(IslandoraJobError):
     """The payload's site or uid is not allowed for this command."""
 
 

@@ -8,11 +8,23 @@ reason it stopped. Stdout is redirected to stderr, so a job that prints cannot c
 
 Signals: SIGTERM is a warm stop (finish the job in hand, answer it, exit 0), repeatable; SIGINT and SIGHUP are
 ignored (the supervisor decides: a cold stop is its SIGKILL, a reload is a new child).
+
+Death of the supervisor (``--supervisor-pid``): a SIGKILL of the supervisor runs none of its code, and with no
+systemd (init-script mode, a container, a run by hand) nothing else would stop its children, which would go on
+taking jobs, re-parented to PID 1. So the child asks the kernel for :data:`SUPERVISOR_GONE_SIGNAL` when its parent
+dies (``PR_SET_PDEATHSIG``, kept across the exec that started us), and checks ``getppid()`` once after asking, for a
+supervisor that died before that. The signal is a catchable one, not SIGKILL, because the child must kill the
+process groups of its running commands first (each runs in its own session, so it would outlive us): the handler
+calls :func:`islandora_job.bridge.kill_command_groups` and exits at once, like a cold stop (gearmand requeues the
+job in hand). A command's own ``PR_SET_PDEATHSIG`` would reach only its first process, not drush's php, and would
+need a ``preexec_fn`` in a threaded process. The handler runs in the main thread between bytecodes, so a Python job
+stuck in C code holding the GIL delays it; the end of file on stdin stays as a second, slower way to stop.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import os
@@ -23,7 +35,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from islandora_job import config as config_module
-from islandora_job import logsetup, runtime
+from islandora_job import exit_codes, logsetup, runtime
+from islandora_job.bridge import kill_command_groups
 from islandora_job.deadletters import DeadLetterStore
 from islandora_job.deadlines import DeadlineSlot
 from islandora_job.errors import ConfigError
@@ -33,8 +46,10 @@ from islandora_job.worker import FailureRecorder, Worker
 
 log = logging.getLogger("islandora_job.child")
 
-EXIT_CONFIG = 2
 STATS_INTERVAL = 1.0
+#: prctl(2): the signal the kernel sends us when the thread that forked us (the supervisor's main thread) ends.
+PR_SET_PDEATHSIG = 1
+SUPERVISOR_GONE_SIGNAL = signal.SIGUSR1
 
 
 class StatusPipe:
@@ -97,6 +112,38 @@ def _recorder(store: DeadLetterStore) -> FailureRecorder:
     return record
 
 
+def _supervisor_gone(supervisor: int) -> None:
+    """Kill our commands' process groups and exit now: the supervisor that would have cleaned up is dead."""
+    killed = kill_command_groups()
+    log.error(
+        "supervisor %d is gone; killed %d running command(s) with their process groups and exiting now "
+        "(gearmand requeues the job in hand)",
+        supervisor,
+        killed,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(exit_codes.SUPERVISOR_GONE)
+
+
+def die_with_supervisor(supervisor: int) -> None:
+    """Exit (with our commands' groups) when ``supervisor``, our parent, dies; see the module's docstring."""
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        if os.getppid() != supervisor:  # re-parented: it is dead (else a stray SIGUSR1, ignored)
+            _supervisor_gone(supervisor)
+
+    signal.signal(SUPERVISOR_GONE_SIGNAL, on_signal)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(SUPERVISOR_GONE_SIGNAL), 0, 0, 0) != 0:
+            log.warning("cannot ask for a signal on the supervisor's death: %s", os.strerror(ctypes.get_errno()))
+    except (OSError, AttributeError):  # not Linux: the end of file on stdin remains
+        log.warning("cannot ask for a signal on the supervisor's death (no prctl)")
+    if os.getppid() != supervisor:  # it died before we asked: no signal will come
+        _supervisor_gone(supervisor)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="islandora_job.child")
     parser.add_argument("--status-fd", type=int, default=None)
@@ -104,7 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lifetime", type=float, default=None)
     parser.add_argument("--deadline-fd", type=int, default=None, help="memfd where the current job's deadline goes")
     parser.add_argument("--check", action="store_true", help="build the runtime, report errors, and exit")
+    parser.add_argument("--supervisor-pid", type=int, default=None, help="exit, killing our commands, when it dies")
     args = parser.parse_args(argv)
+    if args.supervisor_pid is not None:
+        die_with_supervisor(args.supervisor_pid)
 
     line = sys.stdin.buffer.readline()
     os.dup2(2, 1)  # job output goes to the log, never to a pipe someone reads
@@ -112,14 +162,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_module.from_json(line.decode())
     except (ValueError, KeyError, ConfigError) as exc:
         print(f"islandora_job.child: bad configuration from the supervisor: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exit_codes.USAGE
     if args.check:
         try:
             runtime.build(config)
         except ConfigError as exc:
             print(exc, file=sys.stderr)
-            return EXIT_CONFIG
-        return 0
+            return exit_codes.USAGE
+        return exit_codes.OK
     logsetup.configure(config.logging.level, config.logging.json)
     pipe = StatusPipe(args.status_fd, with_stats=bool(config.metrics.listen))
     try:
@@ -127,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         functions = built.functions_for(None if args.functions is None else json.loads(args.functions))
     except ConfigError as exc:
         log.error("%s", exc)
-        return EXIT_CONFIG
+        return exit_codes.USAGE
     store = DeadLetterStore.from_config(config.dead_letters) if config.dead_letters.path else None
     worker = Worker(
         config.servers,
@@ -154,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if pipe.with_stats:
         message["stats"] = pipe.stats.to_json()
     pipe.send(message)
-    return 0
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

@@ -26,9 +26,9 @@ import time
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from islandora_job.address import ServerAddress, servers_from_environment
 from islandora_job.backoff import Backoff
@@ -58,8 +58,6 @@ _SUBMIT: dict[tuple[bool, str], Command] = {
     (True, "low"): Command.SUBMIT_JOB_LOW_BG,
 }
 PRIORITIES: tuple[str, ...] = ("high", "normal", "low")
-#: Marks the OPTION_REQ "exceptions" in a connection's queue of unanswered requests.
-_OPTION = -1
 #: How often one submission may be re-sent after connections broke before gearmand acknowledged it.
 _MAX_SEND_ATTEMPTS = 3
 #: Seconds after which a server whose host stopped answering TCP (power loss, a dropped route) is declared dead,
@@ -175,14 +173,108 @@ class _Prepared:
     retry_until: float = 0.0
 
 
+class _OptionRequest:
+    """The OPTION_REQ "exceptions" a connection sends when it opens: the first request it awaits an answer to."""
+
+    __slots__ = ()
+
+
+_OPTION_REQUEST: Final = _OptionRequest()
+
+
 @dataclass(slots=True)
 class _ConnState:
-    """A connection's share of one batch: submissions awaiting JOB_CREATED, then foreground jobs by handle."""
+    """A connection's share of one batch: requests awaiting their answer, in order, then foreground jobs by handle.
 
-    awaiting: deque[int] = field(default_factory=deque)
+    gearmand answers a connection's requests in the order they were sent, so ``awaiting`` is a queue: the option
+    request (when the connection is new) and then the submissions, each answered by JOB_CREATED or ERROR.
+    """
+
+    awaiting: deque[_Prepared | _OptionRequest] = field(default_factory=deque)
     handles: dict[bytes, int] = field(default_factory=dict)
     #: When a server that owes us an answer to a submission is declared dead (it is alive if it says anything).
     answer_by: float = 0.0
+
+    def submissions(self) -> Iterator[_Prepared]:
+        """The jobs sent on this connection that gearmand has not acknowledged yet."""
+        return (entry for entry in self.awaiting if isinstance(entry, _Prepared))
+
+    def answered(self, packet: Packet) -> _Prepared | _OptionRequest:
+        """The request that ``packet`` (the next answer, JOB_CREATED or ERROR) answers."""
+        if self.awaiting:
+            return self.awaiting.popleft()
+        if packet.command is Command.JOB_CREATED:
+            raise ProtocolError("JOB_CREATED for no submission")
+        raise ProtocolError(f"unexpected ERROR from server: {packet.args}")
+
+
+class _ServerSet:
+    """The client's servers: which to try for a job, their connections, and which are resting after a failure.
+
+    A connection is opened on first use and kept. A server that fails is closed and rests for a jittered, growing
+    interval (its :class:`Backoff`); it is still tried, last, when every other server fails too.
+    """
+
+    def __init__(self, addresses: Sequence[ServerAddress], **connection_options: Any) -> None:
+        self.addresses = list(addresses)
+        self._connections = {address: Connection(address, **connection_options) for address in self.addresses}
+        self._backoff = {address: Backoff(initial=0.5, cap=30.0) for address in self.addresses}
+        self._down_until = dict.fromkeys(self.addresses, 0.0)
+        self._option_pending: set[Connection] = set()
+        self._rotation = 0
+
+    def order(self, unique: str | None) -> list[ServerAddress]:
+        """Servers in the order to try for one job: hashed by its chosen unique key, else the next in rotation."""
+        count = len(self.addresses)
+        if unique:
+            start = zlib.crc32(unique.encode()) % count
+        else:
+            start = self._rotation % count
+            self._rotation += 1
+        return [self.addresses[(start + offset) % count] for offset in range(count)]
+
+    def open(self, order: Sequence[ServerAddress], attempts: list[tuple[str, str]]) -> Connection | None:
+        """The first server of ``order`` that is connected or connects; servers in back-off are tried last.
+
+        Each failure is added to ``attempts`` (address, reason). A new connection asks for WORK_EXCEPTION packets
+        at once; :meth:`take_option` hands the answer still owed to whoever reads the connection next.
+        """
+        now = time.monotonic()
+        ready = [a for a in order if self._down_until[a] <= now or self._connections[a].connected]
+        resting = [a for a in order if a not in ready]
+        for address in ready + resting:
+            connection = self._connections[address]
+            if connection.connected:
+                return connection
+            try:
+                connection.connect()
+                connection.send_packet(Command.OPTION_REQ, "exceptions")
+            except (ConnectFailed, ConnectionLost) as exc:
+                self.mark_down(address)
+                attempts.append((str(address), exc.reason))
+                continue
+            self._option_pending.add(connection)
+            self._backoff[address].reset()
+            self._down_until[address] = 0.0
+            return connection
+        return None
+
+    def mark_down(self, address: ServerAddress) -> None:
+        """Close the server's connection and rest it for its next back-off interval."""
+        self._connections[address].close()
+        self._option_pending.discard(self._connections[address])
+        self._down_until[address] = time.monotonic() + self._backoff[address].next_delay()
+
+    def take_option(self, connection: Connection) -> bool:
+        """Consume the unanswered OPTION_REQ of a connection, if it has one: the caller now awaits its answer."""
+        if connection in self._option_pending:
+            self._option_pending.discard(connection)
+            return True
+        return False
+
+    def close(self) -> None:
+        for connection in self._connections.values():
+            connection.close()
 
 
 class JobClient:
@@ -210,27 +302,20 @@ class JobClient:
             raise ServerUnavailable([])
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
-        self.servers: list[ServerAddress] = list(dict.fromkeys(addresses))
+        self._servers = _ServerSet(
+            list(dict.fromkeys(addresses)),
+            connect_timeout=connect_timeout,
+            io_timeout=io_timeout,
+            max_packet=max_packet,
+            dead_peer=dead_peer,
+        )
+        self.servers: list[ServerAddress] = self._servers.addresses
         self.site = site
         self.uid = uid
         self.multisite = multisite
         self.max_in_flight = max_in_flight
         self.retry_window = retry_window
         self.io_timeout = io_timeout
-        self._connections = {
-            address: Connection(
-                address,
-                connect_timeout=connect_timeout,
-                io_timeout=io_timeout,
-                max_packet=max_packet,
-                dead_peer=dead_peer,
-            )
-            for address in self.servers
-        }
-        self._backoff = {address: Backoff(initial=0.5, cap=30.0) for address in self.servers}
-        self._down_until = dict.fromkeys(self.servers, 0.0)
-        self._option_pending: set[Connection] = set()
-        self._rotation = 0
 
     # -- public API -------------------------------------------------------------------------------------------
 
@@ -292,7 +377,8 @@ class JobClient:
                     raise
                 results[index].error = JobFailed(f"job {request.name!r} not submitted: {exc}")
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._run(prepared, results, background, deadline, raise_unavailable)
+        limits = _Limits(self.max_in_flight, self.io_timeout, self.retry_window)
+        _Batch(self._servers, limits, prepared, results, background, raise_unavailable).run(deadline)
         return results
 
     def get_status(self, handle: str, timeout: float = 5.0) -> JobStatus:
@@ -300,14 +386,14 @@ class JobClient:
         unknown = JobStatus(handle, False, False, 0, 0)
         attempts: list[tuple[str, str]] = []
         for address in self.servers:
-            connection = self._open([address], attempts)
+            connection = self._servers.open([address], attempts)
             if connection is None:
                 continue
             try:
                 connection.send_packet(Command.GET_STATUS, handle)
                 status = self._await_status(connection, handle.encode(), time.monotonic() + timeout)
             except (ConnectionLost, ProtocolError, TimeoutError) as exc:
-                self._mark_down(address)
+                self._servers.mark_down(address)
                 attempts.append((str(address), str(exc)))
                 continue
             if status.known:
@@ -317,8 +403,7 @@ class JobClient:
         return unknown
 
     def close(self) -> None:
-        for connection in self._connections.values():
-            connection.close()
+        self._servers.close()
 
     def __enter__(self) -> JobClient:
         return self
@@ -354,62 +439,7 @@ class JobClient:
         keyed = request.dedupe or request.unique is not None
         return _Prepared(index, _SUBMIT[(background, request.priority)], function, unique, data, keyed)
 
-    # -- choosing servers ----------------------------------------------------------------------------------------
-
-    def _order(self, unique: str | None) -> list[ServerAddress]:
-        """Servers in the order to try for one job: hashed by its chosen unique key, else the next in rotation."""
-        count = len(self.servers)
-        if unique:
-            start = zlib.crc32(unique.encode()) % count
-        else:
-            start = self._rotation % count
-            self._rotation += 1
-        return [self.servers[(start + offset) % count] for offset in range(count)]
-
-    def _open(self, order: Sequence[ServerAddress], attempts: list[tuple[str, str]]) -> Connection | None:
-        """The first server of ``order`` that is connected or connects; servers in back-off are tried last."""
-        now = time.monotonic()
-        ready = [a for a in order if self._down_until[a] <= now or self._connections[a].connected]
-        resting = [a for a in order if a not in ready]
-        for address in ready + resting:
-            connection = self._connections[address]
-            if connection.connected:
-                return connection
-            try:
-                connection.connect()
-                # Ask for WORK_EXCEPTION packets; the answer is matched in order like any other request.
-                connection.send_packet(Command.OPTION_REQ, "exceptions")
-            except (ConnectFailed, ConnectionLost) as exc:
-                self._mark_down(address)
-                attempts.append((str(address), exc.reason))
-                continue
-            self._option_pending.add(connection)
-            self._backoff[address].reset()
-            self._down_until[address] = 0.0
-            return connection
-        return None
-
-    def _mark_down(self, address: ServerAddress) -> None:
-        """Close the server's connection and rest it for its next back-off interval."""
-        self._connections[address].close()
-        self._option_pending.discard(self._connections[address])
-        self._down_until[address] = time.monotonic() + self._backoff[address].next_delay()
-
-    # -- the engine ----------------------------------------------------------------------------------------------
-
-    def _run(
-        self,
-        pending: deque[_Prepared],
-        results: list[JobResult],
-        background: bool,
-        deadline: float | None,
-        raise_unavailable: bool,
-    ) -> None:
-        batch = _Batch(self, pending, results, background, raise_unavailable)
-        try:
-            batch.run(deadline)
-        finally:
-            batch.selector.close()
+    # -- job status ----------------------------------------------------------------------------------------------
 
     def _await_status(self, connection: Connection, handle: bytes, deadline: float) -> JobStatus:
         while True:
@@ -424,17 +454,19 @@ class JobClient:
                         _to_int(packet["numerator"]),
                         _to_int(packet["denominator"]),
                     )
-                if packet.command is Command.ERROR and not self._take_option(connection):
+                if packet.command is Command.ERROR and not self._servers.take_option(connection):
                     raise ProtocolError(f"server answered GET_STATUS with ERROR {packet.args}")
                 if packet.command is Command.OPTION_RES:
-                    self._take_option(connection)
+                    self._servers.take_option(connection)
 
-    def _take_option(self, connection: Connection) -> bool:
-        """Consume the unanswered OPTION_REQ of a connection, if it has one."""
-        if connection in self._option_pending:
-            self._option_pending.discard(connection)
-            return True
-        return False
+
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    """The client's settings that one batch works within (see :class:`JobClient`)."""
+
+    max_in_flight: int
+    io_timeout: float
+    retry_window: float
 
 
 class _Batch:
@@ -442,70 +474,80 @@ class _Batch:
 
     def __init__(
         self,
-        client: JobClient,
+        servers: _ServerSet,
+        limits: _Limits,
         pending: deque[_Prepared],
         results: list[JobResult],
         background: bool,
         raise_unavailable: bool,
     ) -> None:
-        self.client = client
+        self.servers = servers
+        self.limits = limits
         self.pending = pending
         self.results = results
         self.background = background
         self.raise_unavailable = raise_unavailable
-        self.by_index = {job.index: job for job in pending}
         self.states: dict[Connection, _ConnState] = {}
-        self.selector = selectors.DefaultSelector()
         self.attempts: list[tuple[str, str]] = []
 
     def run(self, deadline: float | None) -> None:
-        while True:
-            self.send_pending()
-            outstanding = any(state.awaiting or state.handles for state in self.states.values())
-            if not outstanding and not self.pending:
-                return
-            now = time.monotonic()
-            if deadline is not None and deadline <= now:
-                self.expire()
-                return
-            if not outstanding:
-                # Everything left waits for a server to come back (a restart in progress): poll gently.
-                time.sleep(0.1 if deadline is None else min(0.1, deadline - now))
+        """Send, then read answers, until every job is answered or failed, or the deadline passes."""
+        with selectors.DefaultSelector() as selector:
+            while True:
+                self.send_pending(selector)
+                outstanding = any(state.awaiting or state.handles for state in self.states.values())
+                if not outstanding and not self.pending:
+                    return
+                now = time.monotonic()
+                if deadline is not None and deadline <= now:
+                    self.expire()
+                    return
+                if not outstanding:
+                    # Everything left waits for a server to come back (a restart in progress): poll gently.
+                    time.sleep(0.1 if deadline is None else min(0.1, deadline - now))
+                elif not self.drop_silent(selector, now):  # else re-send what the silent server held first
+                    self.read(selector, now, deadline)
+
+    def read(self, selector: selectors.BaseSelector, now: float, deadline: float | None) -> None:
+        """Wait for answers until the deadline or the next answer due, and handle what arrived."""
+        wake = min([t for t in (deadline, self.next_answer_due()) if t is not None], default=None)
+        for key, _ in selector.select(_MAX_WAIT if wake is None else min(max(wake - now, 0), _MAX_WAIT)):
+            connection: Connection = key.data
+            try:
+                packets = connection.receive()
+            except (ConnectionLost, ProtocolError) as exc:
+                self.lost(selector, connection, exc)
                 continue
-            if self.drop_silent(now):
-                continue  # re-send what the silent server held before waiting again
-            wake = min([t for t in (deadline, self.next_answer_due()) if t is not None], default=None)
-            for key, _ in self.selector.select(_MAX_WAIT if wake is None else min(max(wake - now, 0), _MAX_WAIT)):
-                connection: Connection = key.data
-                try:
-                    packets = connection.receive()
-                except (ConnectionLost, ProtocolError) as exc:
-                    self.lost(connection, exc)
-                    continue
-                state = self.states[connection]
-                state.answer_by = time.monotonic() + self.client.io_timeout
-                for packet in packets:
-                    self.handle(packet, state)
+            state = self.states[connection]
+            state.answer_by = time.monotonic() + self.limits.io_timeout
+            for packet in packets:
+                command = packet.command
+                # Answers to the connection's requests come in the order they were sent; the rest is news of
+                # jobs, by handle.
+                if command is Command.JOB_CREATED or command is Command.OPTION_RES or command is Command.ERROR:
+                    self.answer(packet, state)
+                else:
+                    self.follow(packet, state)
 
     def next_answer_due(self) -> float | None:
         return min((state.answer_by for state in self.states.values() if state.awaiting), default=None)
 
-    def drop_silent(self, now: float) -> bool:
+    def drop_silent(self, selector: selectors.BaseSelector, now: float) -> bool:
         """A server that accepted our bytes but answers none of our submissions is as good as gone."""
         silent = [c for c, state in self.states.items() if state.awaiting and state.answer_by <= now]
         for connection in silent:
-            reason = f"no answer to a submission within {self.client.io_timeout:g}s"
-            self.lost(connection, ConnectionLost(str(connection.address), reason))
+            reason = f"no answer to a submission within {self.limits.io_timeout:g}s"
+            self.lost(selector, connection, ConnectionLost(str(connection.address), reason))
         return bool(silent)
 
-    def send_pending(self) -> None:
+    def send_pending(self, selector: selectors.BaseSelector) -> None:
         """Write queued submissions, at most ``max_in_flight`` unacknowledged per connection, one write each."""
-        client = self.client
+        limits = self.limits
         outgoing: dict[Connection, bytearray] = {}
         held: deque[_Prepared] = deque()
         while self.pending:
             job = self.pending.popleft()
-            connection = client._open(client._order(job.unique if job.keyed else None), self.attempts)
+            connection = self.servers.open(self.servers.order(job.unique if job.keyed else None), self.attempts)
             if connection is None:
                 if job.retry_until and time.monotonic() < job.retry_until:
                     held.append(job)
@@ -517,56 +559,57 @@ class _Batch:
                 continue
             state = self.states.get(connection)
             if state is None:
-                state = self.states[connection] = _ConnState(answer_by=time.monotonic() + client.io_timeout)
-                self.selector.register(connection, selectors.EVENT_READ, connection)
-                if client._take_option(connection):
-                    state.awaiting.append(_OPTION)
-            if len(state.awaiting) >= client.max_in_flight:
+                state = self.states[connection] = _ConnState(answer_by=time.monotonic() + limits.io_timeout)
+                selector.register(connection, selectors.EVENT_READ, connection)
+                if self.servers.take_option(connection):
+                    state.awaiting.append(_OPTION_REQUEST)
+            if len(state.awaiting) >= limits.max_in_flight:
                 held.append(job)
                 continue
             buffer = outgoing.setdefault(connection, bytearray())
             buffer += encode(job.command, job.function, job.unique, job.data)
             job.attempts += 1
             if not state.awaiting:
-                state.answer_by = time.monotonic() + client.io_timeout
-            state.awaiting.append(job.index)
+                state.answer_by = time.monotonic() + limits.io_timeout
+            state.awaiting.append(job)
         self.pending.extend(held)
         for connection, buffer in outgoing.items():
             try:
                 connection.send(bytes(buffer))
             except ConnectionLost as exc:
-                self.lost(connection, exc)
+                self.lost(selector, connection, exc)
 
-    def handle(self, packet: Packet, state: _ConnState) -> None:
+    def answer(self, packet: Packet, state: _ConnState) -> None:
+        """The answer to the oldest request of the connection: OPTION_RES, JOB_CREATED or ERROR."""
         command = packet.command
-        results = self.results
-        if command is Command.JOB_CREATED:
-            if not state.awaiting:
-                raise ProtocolError("JOB_CREATED for no submission")
-            index = state.awaiting.popleft()
-            handle = packet["job_handle"]
-            results[index].handle = handle.decode("utf-8", "replace")
-            if not self.background:
-                state.handles[handle] = index
-            return
         if command is Command.OPTION_RES:
-            if state.awaiting and state.awaiting[0] == _OPTION:
+            if state.awaiting and state.awaiting[0] is _OPTION_REQUEST:
                 state.awaiting.popleft()
             return
-        if command is Command.ERROR:
-            if not state.awaiting:
-                raise ProtocolError(f"unexpected ERROR from server: {packet.args}")
-            index = state.awaiting.popleft()
-            if index != _OPTION:  # a server without the exceptions option still serves jobs
-                code = packet["error_code"].decode("utf-8", "replace")
-                text = packet["error_text"].decode("utf-8", "replace")
-                results[index].error = JobFailed(f"server refused the submission: {code} {text}".strip())
-            return
+        request = state.answered(packet)
+        if not isinstance(request, _Prepared):
+            if command is Command.ERROR:
+                return  # a server without the exceptions option still serves jobs
+            raise ProtocolError(f"{command.name} in answer to OPTION_REQ")
+        result = self.results[request.index]
+        if command is Command.JOB_CREATED:
+            handle = packet["job_handle"]
+            result.handle = handle.decode("utf-8", "replace")
+            if not self.background:
+                state.handles[handle] = request.index
+        else:
+            code = packet["error_code"].decode("utf-8", "replace")
+            text = packet["error_text"].decode("utf-8", "replace")
+            result.error = JobFailed(f"server refused the submission: {code} {text}".strip())
+
+    def follow(self, packet: Packet, state: _ConnState) -> None:
+        """News of a foreground job this batch follows by its handle (anything else, like NOOP, is ignored)."""
         handle = packet.args.get("job_handle", b"")
-        index_or_none = state.handles.get(handle)
-        if index_or_none is None:
-            return  # NOOP, or news of a job this batch does not follow
-        result = results[index_or_none]
+        index = state.handles.get(handle)
+        if index is None:
+            return
+        command = packet.command
+        result = self.results[index]
         if command is Command.WORK_COMPLETE:
             del state.handles[handle]
             result.data = packet["data"]
@@ -583,24 +626,21 @@ class _Batch:
         elif command is Command.WORK_DATA or command is Command.WORK_WARNING:
             result.keep(command, packet["data"])
 
-    def lost(self, connection: Connection, exc: IslandoraJobError) -> None:
+    def lost(self, selector: selectors.BaseSelector, connection: Connection, exc: IslandoraJobError) -> None:
         """A connection broke mid-batch: re-queue what it had not acknowledged, fail what it was running."""
         state = self.states.pop(connection, None)
         if state is None:
             return
         with contextlib.suppress(KeyError, ValueError):
-            self.selector.unregister(connection)
-        self.client._mark_down(connection.address)
+            selector.unregister(connection)
+        self.servers.mark_down(connection.address)
         self.attempts.append((str(connection.address), str(exc)))
-        retry_until = time.monotonic() + self.client.retry_window
-        for index in state.awaiting:
-            if index == _OPTION:
-                continue
-            job = self.by_index[index]
+        retry_until = time.monotonic() + self.limits.retry_window
+        for job in state.submissions():
             if job.attempts >= _MAX_SEND_ATTEMPTS:
                 # A server that keeps speaking nonsense is reported as such; anything else as unavailability.
                 failure = exc if isinstance(exc, ProtocolError) else ServerUnavailable(self.attempts)
-                self.results[index].error = failure
+                self.results[job.index].error = failure
             else:
                 job.retry_until = job.retry_until or retry_until
                 self.pending.append(job)
@@ -615,12 +655,11 @@ class _Batch:
         for job in self.pending:
             self.results[job.index].error = JobTimeout("timed out before the job was submitted")
         for connection, state in self.states.items():
-            for index in [*state.awaiting, *state.handles.values()]:
-                if index != _OPTION:
-                    result = self.results[index]
-                    result.error = JobTimeout(f"timed out waiting for job {result.function!r}", result.handle)
+            for index in [*(job.index for job in state.submissions()), *state.handles.values()]:
+                result = self.results[index]
+                result.error = JobTimeout(f"timed out waiting for job {result.function!r}", result.handle)
             if state.awaiting or state.handles:
-                self.client._connections[connection.address].close()
+                connection.close()
 
 
 def _to_int(value: bytes) -> int:

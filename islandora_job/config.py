@@ -14,12 +14,13 @@ its parent about the configuration.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import stat
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Final
 
 from islandora_job.address import ENV_SERVERS, ServerAddress
@@ -37,47 +38,101 @@ _PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 _ALLOWED_PLACEHOLDERS: Final = frozenset({"{site}", "{uid}"})
 
 
+# --- the settings: each default is written once, in the dataclasses below ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Setting:
+    """How one dataclass field is read from the settings (file and environment).
+
+    The field's type comes from its default (bool, int, float, str, tuple of str). ``key`` is the name in the file
+    when it differs from the field's (a unit in the name: ``max_size_mb``); the file gives the value in units of
+    ``scale`` (MiB, days) and the field holds it multiplied. ``when_absent`` computes the value when the key is not
+    given (``concurrency``: the number of CPUs).
+    """
+
+    key: str | None = None
+    scale: int = 1
+    minimum: int = 0
+    positive: bool = False
+    when_absent: Callable[[], Any] | None = None
+
+    def read(self, table: _Table, name: str, default: Any) -> Any:
+        key = self.key or name
+        if self.when_absent is not None and table.get(key, None) is None:
+            return self.when_absent()
+        if isinstance(default, bool):
+            return table.flag(key, default)
+        if isinstance(default, int):
+            return table.integer(key, default // self.scale, minimum=self.minimum) * self.scale
+        if isinstance(default, float):
+            return table.number(key, default / self.scale, positive=self.positive) * self.scale
+        if isinstance(default, str):
+            return table.text(key, default)
+        return table.strings(key, default)
+
+
+def setting(
+    default: Any,
+    *,
+    key: str | None = None,
+    scale: int = 1,
+    minimum: int = 0,
+    positive: bool = False,
+    when_absent: Callable[[], Any] | None = None,
+) -> Any:
+    """A dataclass field that the file sets (and an ``ISLANDORA_JOB_...`` variable overrides); see :class:`_Setting`.
+
+    ``minimum`` bounds an integer; ``positive`` refuses 0 for a number of seconds (negative is always refused).
+    """
+    spec = _Setting(key=key, scale=scale, minimum=minimum, positive=positive, when_absent=when_absent)
+    return field(default=default, metadata={"setting": spec})
+
+
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
 @dataclass(frozen=True, slots=True)
 class PoolConfig:
-    max_jobs: int = 10000
-    max_lifetime: float = 86400.0
-    lifetime_splay: float = 600.0
-    max_rss_mb: int = 512
-    shutdown_timeout: float = 30.0
-    default_timeout: float = 600.0
+    max_jobs: int = setting(10000)
+    max_lifetime: float = setting(86400.0)
+    lifetime_splay: float = setting(600.0)
+    max_rss_mb: int = setting(512)
+    shutdown_timeout: float = setting(30.0)
+    default_timeout: float = setting(600.0, positive=True)
     #: Seconds between defensive grabs while asleep, in case a NOOP was lost.
-    idle_grab_interval: float = 15.0
+    idle_grab_interval: float = setting(15.0, positive=True)
     #: Seconds a server has to answer a grab (or the probe after connecting) before it is treated as down.
-    grab_timeout: float = 1.0
+    grab_timeout: float = setting(1.0, positive=True)
     #: Cap of the backoff before restarting a child that crashed.
-    restart_backoff_max: float = 30.0
+    restart_backoff_max: float = setting(30.0, positive=True)
     #: Extra processes that serve only one job or function each: ``{"islandora_derivatives" = 2}``.
     dedicated: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class LoggingConfig:
-    level: str = "INFO"
-    json: bool = False
+    #: One of :data:`LOG_LEVELS` (any case in the file).
+    level: str = setting("INFO")
+    json: bool = setting(False)
 
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
-    listen: str = ""
+    #: ``HOST:PORT`` of the metrics endpoint; empty: none.
+    listen: str = setting("")
 
 
 @dataclass(frozen=True, slots=True)
 class DeadLettersConfig:
-    path: str = "/var/lib/islandora-job/dead-letters.sqlite3"
+    path: str = setting("/var/lib/islandora-job/dead-letters.sqlite3")
     #: The store's cap (``max_size_mb``), retention (``max_age_days``), stored payload cap (``max_payload_kb``) and
     #: the longest a record waits for another process's lock (``lock_timeout``), in bytes and seconds.
-    max_bytes: int = 256 * 1024 * 1024
-    max_age: float = 30 * 86400.0
-    max_payload: int = 1024 * 1024
-    lock_timeout: float = 0.2
-
-
-DEFAULT_DEAD_LETTERS: Final = DeadLettersConfig().path
+    max_bytes: int = setting(256 * 1024 * 1024, key="max_size_mb", scale=1024 * 1024, minimum=1)
+    max_age: float = setting(30 * 86400.0, key="max_age_days", scale=86400, positive=True)
+    max_payload: int = setting(1024 * 1024, key="max_payload_kb", scale=1024, minimum=1)
+    lock_timeout: float = setting(0.2, positive=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +142,8 @@ class CommandJobConfig:
     argv: tuple[str, ...]
     allowed_sites: tuple[str, ...] = ()
     allowed_uids: tuple[int, ...] = ()
-    timeout: float = 600.0
-    max_output_bytes: int = 1024 * 1024
+    timeout: float = setting(600.0, positive=True)
+    max_output_bytes: int = setting(1024 * 1024, minimum=1)
     #: A command printing more function names (e.g. ``drush islandora-job-list-functions``), run at start-up.
     discover_argv: tuple[str, ...] = ()
 
@@ -97,12 +152,13 @@ class CommandJobConfig:
 class WorkerConfig:
     source: str = "(defaults)"
     servers: tuple[ServerAddress, ...] = (ServerAddress("127.0.0.1"),)
-    concurrency: int = 1
-    jobs_modules: tuple[str, ...] = ()
-    allow_root: bool = False
-    entry_points: bool = True
-    send_exceptions: bool = False
-    multisite_prefixes: tuple[str, ...] = ()
+    #: Not given: one worker process per CPU.
+    concurrency: int = setting(1, minimum=1, when_absent=_cpu_count)
+    jobs_modules: tuple[str, ...] = setting(())
+    allow_root: bool = setting(False)
+    entry_points: bool = setting(True)
+    send_exceptions: bool = setting(False)
+    multisite_prefixes: tuple[str, ...] = setting(())
     pool: PoolConfig = field(default_factory=PoolConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -169,39 +225,43 @@ def read_file(path: str) -> dict[str, Any]:
             return tomllib.load(file)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8; a file saved as Latin-1 is bad input, not a crash
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 text (line {line}: byte 0x{exc.object[exc.start]:02x})") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
 
 
-#: Scalar keys that an environment variable may override: ``ISLANDORA_JOB_POOL_MAX_JOBS`` → ``pool.max_jobs``.
-_ENV_KEYS: Final = (
-    "concurrency",
-    "allow_root",
-    "entry_points",
-    "send_exceptions",
-    "jobs_modules",
-    "multisite_prefixes",
-    "pool.max_jobs",
-    "pool.max_lifetime",
-    "pool.lifetime_splay",
-    "pool.max_rss_mb",
-    "pool.shutdown_timeout",
-    "pool.default_timeout",
-    "pool.idle_grab_interval",
-    "pool.grab_timeout",
-    "pool.restart_backoff_max",
-    "logging.level",
-    "logging.json",
-    "metrics.listen",
-    "dead_letters.path",
-    "dead_letters.max_size_mb",
-    "dead_letters.max_age_days",
-    "dead_letters.max_payload_kb",
-    "dead_letters.lock_timeout",
-)
-_LIST_KEYS: Final = frozenset({"servers", "jobs_modules", "multisite_prefixes"})
+def _settings(cls: type) -> Iterator[tuple[str, _Setting, Any]]:
+    """The fields of ``cls`` that are settings: (field name, how it is read, its default)."""
+    for item in fields(cls):
+        spec = item.metadata.get("setting")
+        if spec is not None:
+            yield item.name, spec, item.default
+
+
+def _sections() -> Iterator[tuple[str, type]]:
+    """The tables of the file (``[pool]``, ...): the fields of :class:`WorkerConfig` that hold a settings class."""
+    for item in fields(WorkerConfig):
+        if is_dataclass(item.default_factory):
+            yield item.name, item.default_factory
+
+
+def _env_keys() -> dict[str, bool]:
+    """Every setting an environment variable may override, ``section.key`` → whether it is a list.
+
+    ``ISLANDORA_JOB_POOL_MAX_JOBS`` → ``pool.max_jobs``. Derived from the dataclasses, so a new setting is
+    overridable as soon as it is declared.
+    """
+    keys = {spec.key or name: isinstance(default, tuple) for name, spec, default in _settings(WorkerConfig)}
+    for section, cls in _sections():
+        keys |= {f"{section}.{spec.key or name}": isinstance(default, tuple) for name, spec, default in _settings(cls)}
+    return keys
+
+
+_ENV_KEYS: Final = _env_keys()
 
 
 def env_name(key: str) -> str:
@@ -212,12 +272,12 @@ def _apply_environment(settings: dict[str, Any], env: Mapping[str, str], origins
     if env.get(ENV_SERVERS, "").strip():
         settings["servers"] = [part for part in env[ENV_SERVERS].split(",") if part.strip()]
         origins["servers"] = ENV_SERVERS
-    for key in _ENV_KEYS:
+    for key, is_list in _ENV_KEYS.items():
         name = env_name(key)
         if name not in env:
             continue
         text = env[name]
-        value: Any = _env_list(text) if key in _LIST_KEYS else _env_scalar(text)
+        value: Any = _env_list(text) if is_list else _env_scalar(text)
         section, _, leaf = key.rpartition(".")
         target = settings
         if section:
@@ -289,6 +349,8 @@ class _Table:
         value = self.get(name, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             return float(self.fail(name, f"must be a number of seconds, not {value!r}", default))
+        if not math.isfinite(value):  # TOML has nan and inf: a nan deadline never expires, nor compares
+            return float(self.fail(name, f"must be a finite number, not {value}", default))
         if value < 0 or (positive and value == 0):
             reason = f"must be {'greater than' if positive else 'at least'} 0, not {value}"
             return float(self.fail(name, reason, default))
@@ -308,12 +370,18 @@ class _Table:
         value = self.get(name, default)
         if not isinstance(value, str):
             return str(self.fail(name, f"must be a string, not {value!r}", default))
+        if "\0" in value:
+            return str(self.fail(name, f"must not contain a NUL character: {value!r}", default))
         return str(value)
 
     def strings(self, name: str, default: Sequence[str] = (), *, nonempty: bool = False) -> tuple[str, ...]:
+        """A list of non-empty strings. None may hold a NUL (TOML allows ``\\u0000``): no argv, path, host or
+        Gearman function name can carry one, and the error is found here rather than when a job runs."""
         value = self.get(name, list(default))
         if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
             return tuple(self.fail(name, f"must be a list of non-empty strings, not {value!r}", tuple(default)))
+        if any("\0" in item for item in value):
+            return tuple(self.fail(name, f"must not contain a NUL character: {value!r}", tuple(default)))
         if nonempty and not value:
             self.fail(name, "must not be empty")
         return tuple(value)
@@ -334,63 +402,34 @@ def build(
     check_commands: bool = False,
 ) -> WorkerConfig:
     """Validate merged settings; raises :class:`ConfigError` with every bad value, one ``SOURCE: key: reason`` a
-    line. ``check_commands``: also resolve each command's program (:func:`program_problem`)."""
+    line. ``check_commands`` (check-config): also resolve each command's program (:func:`program_problem`) and
+    refuse a server name that cannot be a host (:func:`~islandora_job.address.host_problem`); a running worker
+    treats such a server as down and serves the others."""
     top = _Table(dict(settings), source, "", origins or {})
     server_texts = top.strings("servers", ["127.0.0.1:4730"], nonempty=True)
     servers = []
     for text in server_texts:
         try:
-            servers.append(ServerAddress.parse(text))
+            servers.append(ServerAddress.parse(text, check_host=check_commands))
         except ConfigError as exc:
             top.fail("servers", str(exc))
-    cpus = os.cpu_count() or 1
-    concurrency = cpus if top.get("concurrency", None) is None else top.integer("concurrency", 1, minimum=1)
-    jobs_modules = top.strings("jobs_modules")
-    allow_root = top.flag("allow_root", False)
-    use_entry_points = top.flag("entry_points", True)
-    send_exceptions = top.flag("send_exceptions", False)
-    multisite_prefixes = top.strings("multisite_prefixes")
-
-    pool_table = top.table("pool")
-    pool = PoolConfig(
-        max_jobs=pool_table.integer("max_jobs", 10000),
-        max_lifetime=pool_table.number("max_lifetime", 86400.0),
-        lifetime_splay=pool_table.number("lifetime_splay", 600.0),
-        max_rss_mb=pool_table.integer("max_rss_mb", 512),
-        shutdown_timeout=pool_table.number("shutdown_timeout", 30.0),
-        default_timeout=pool_table.number("default_timeout", 600.0, positive=True),
-        idle_grab_interval=pool_table.number("idle_grab_interval", 15.0, positive=True),
-        grab_timeout=pool_table.number("grab_timeout", 1.0, positive=True),
-        restart_backoff_max=pool_table.number("restart_backoff_max", 30.0, positive=True),
-        dedicated=_dedicated(pool_table.table("dedicated")),
-    )
-    pool_table.done()
-
-    logging_table = top.table("logging")
-    level = logging_table.text("level", "INFO").upper()
-    if level not in LOG_LEVELS:
-        logging_table.fail("level", f"must be one of {', '.join(LOG_LEVELS)}")
-    log_config = LoggingConfig(level=level, json=logging_table.flag("json", False))
-    logging_table.done()
-
-    metrics_table = top.table("metrics")
-    listen = metrics_table.text("listen", "")
-    if listen:
-        try:
-            ServerAddress.parse(listen)
-        except ConfigError as exc:
-            metrics_table.fail("listen", f"must be HOST:PORT ({exc})")
-    metrics_table.done()
-
-    dead_table = top.table("dead_letters")
-    dead_letters = DeadLettersConfig(
-        path=dead_table.text("path", DEFAULT_DEAD_LETTERS),
-        max_bytes=dead_table.integer("max_size_mb", 256, minimum=1) * 1024 * 1024,
-        max_age=dead_table.number("max_age_days", 30, positive=True) * 86400,
-        max_payload=dead_table.integer("max_payload_kb", 1024, minimum=1) * 1024,
-        lock_timeout=dead_table.number("lock_timeout", 0.2, positive=True),
-    )
-    dead_table.done()
+    values = _read(top, WorkerConfig)
+    for section, cls in _sections():
+        table = top.table(section)
+        section_values = _read(table, cls)
+        if cls is PoolConfig:
+            section_values["dedicated"] = _dedicated(table.table("dedicated"))
+        elif cls is LoggingConfig:
+            section_values["level"] = section_values["level"].upper()
+            if section_values["level"] not in LOG_LEVELS:
+                table.fail("level", f"must be one of {', '.join(LOG_LEVELS)}")
+        elif cls is MetricsConfig and section_values["listen"]:
+            try:
+                ServerAddress.parse(section_values["listen"])
+            except ConfigError as exc:
+                table.fail("listen", f"must be HOST:PORT ({exc})")
+        table.done()
+        values[section] = cls(**section_values)
 
     command_jobs = _command_jobs(top, check_commands)
     top.done()
@@ -399,19 +438,15 @@ def build(
     return WorkerConfig(
         source=source,
         servers=tuple(servers),
-        concurrency=concurrency,
-        jobs_modules=jobs_modules,
-        allow_root=allow_root,
-        entry_points=use_entry_points,
-        send_exceptions=send_exceptions,
-        multisite_prefixes=multisite_prefixes,
-        pool=pool,
-        logging=log_config,
-        metrics=MetricsConfig(listen=listen),
-        dead_letters=dead_letters,
         command_jobs=command_jobs,
         raw=json.loads(json.dumps(settings)),
+        **values,
     )
+
+
+def _read(table: _Table, cls: type) -> dict[str, Any]:
+    """The values of the settings of ``cls`` in ``table`` (a bad one is recorded and its default taken)."""
+    return {name: spec.read(table, name, default) for name, spec, default in _settings(cls)}
 
 
 def _dedicated(table: _Table) -> dict[str, int]:
@@ -460,9 +495,8 @@ def _command_jobs(top: _Table, check_commands: bool) -> tuple[CommandJobConfig, 
                 argv=argv,
                 allowed_sites=allowed_sites,
                 allowed_uids=tuple(uids),
-                timeout=table.number("timeout", 600.0, positive=True),
-                max_output_bytes=table.integer("max_output_bytes", 1024 * 1024, minimum=1),
                 discover_argv=discover_argv,
+                **_read(table, CommandJobConfig),
             )
         )
         table.done()

@@ -24,7 +24,7 @@ import struct
 
 from islandora_job.address import ServerAddress
 from islandora_job.codec import DEFAULT_MAX_PACKET, Command, Packet, PacketReader, encode
-from islandora_job.errors import ConnectionLost, ProtocolError
+from islandora_job.errors import ConnectionLost, IslandoraJobError, ProtocolError
 
 RECV_SIZE = 256 * 1024
 KEEPALIVE_IDLE = 60
@@ -41,8 +41,12 @@ def keepalive_timers(dead_peer: float | None) -> tuple[int, int, int]:
     return max(1, round(dead_peer) - KEEPALIVE_COUNT * interval), interval, KEEPALIVE_COUNT
 
 
-class ConnectFailed(OSError):
-    """Connecting to one server failed; ``reason`` is short enough for a one-line summary of all servers."""
+class ConnectFailed(IslandoraJobError, OSError):
+    """Connecting to one server failed; ``reason`` is short enough for a one-line summary of all servers.
+
+    Also an :class:`OSError`, as the socket error it stands for: code that handles network errors as OSError
+    handles this one too.
+    """
 
     def __init__(self, address: ServerAddress, reason: str) -> None:
         super().__init__(f"{address}: {reason}")

@@ -429,8 +429,9 @@ class _NoTable(Exception):
     """The file exists but has no table yet."""
 
 
-class _WalIndexUnwritable(Exception):
-    """A read-only open needed to write (the WAL's ``-shm`` file, which this user cannot create)."""
+class _WalIndexUnwritable(IslandoraJobError):
+    """A read-only open needed to write (the WAL's ``-shm`` file, which this user cannot create); never escapes
+    :meth:`DeadLetterStore._select`, which reads the file immutable instead."""
 
 
 def _uri_path(path: str) -> str:

@@ -2,6 +2,13 @@
 
 One type per way things go wrong, so that a caller (and the CLI's exit codes) can tell "no server answered" from
 "the server spoke nonsense" from "the job itself failed" without parsing messages.
+
+Every exception the package raises on purpose derives from :class:`IslandoraJobError`, including those defined
+next to the code that raises them (``ConnectFailed`` in connection.py, ``PayloadError`` in payload.py,
+``BridgeRefused`` in bridge.py, ...). Where callers rely on a stdlib type, it stays as a second parent:
+``ConnectFailed`` is also an ``OSError``, ``PayloadError`` also a ``ValueError``. The one exception outside the
+hierarchy is :class:`islandora_job.router.Fail`: job code raises it, not the package. tests/unit/test_errors.py
+checks every class of the package.
 """
 
 from __future__ import annotations

@@ -13,14 +13,19 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from islandora_job.errors import IslandoraJobError
+
 #: gearmand refuses unique keys longer than this (GEARMAN_MAX_UNIQUE_SIZE).
 GEARMAN_MAX_UNIQUE = 64
 #: What the original module sends when no site is known; it also means "no multisite prefix".
 DEFAULT_SITE = "default"
 
 
-class PayloadError(ValueError):
-    """A payload is not a valid islandora_job payload; the message says which part."""
+class PayloadError(IslandoraJobError, ValueError):
+    """A payload is not a valid islandora_job payload; the message says which part.
+
+    Also a :class:`ValueError` (a bad value given by the caller), as it was before the package had a hierarchy.
+    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ handlers only queue the signal number. Nothing polls.
 
 * A child decides itself when to recycle (``max_jobs``, ``max_lifetime`` + a random share of ``lifetime_splay``,
   ``max_rss_mb``), always between jobs, and exits 0: it is replaced at once.
-* A child whose watchdog answered a hung job exits with :data:`~islandora_job.worker.EXIT_HUNG_JOB`: replaced at
+* A child whose watchdog answered a hung job exits with :data:`~islandora_job.exit_codes.HUNG_JOB`: replaced at
   once (the job was answered and is not run again).
 * Any other death (a signal, a crash) is restarted after a capped, jittered backoff that resets once a child has
   lived a while. The job it held is requeued by gearmand (at-least-once, up to gearmand's ``--job-retries``).
@@ -26,13 +26,18 @@ subreaper* (``PR_SET_CHILD_SUBREAPER``): whatever a dead worker process leaves b
 supervisor instead of PID 1, and the supervisor kills it, with its process group, and reaps it
 (:meth:`Supervisor._sweep_orphans`). Every process adopted this way is a job's leftover: the supervisor itself starts
 only worker processes. This needs no message from the worker, so nothing can be missed between the command's fork
-and a report, and it also catches a process that left the command's group (``setsid``).
+and a report, and it also catches a process that left the command's group (``setsid``). An adoption sends no
+signal, so besides after every SIGCHLD the sweep also runs when a check every :data:`ORPHAN_CHECK_INTERVAL` seconds
+finds a child that is not a worker process (:func:`has_other_children`: the kernel's list of our children, not a
+scan of /proc). The other way round, each worker process dies with the supervisor (``--supervisor-pid``, see
+:mod:`islandora_job.child`), killing its commands' groups first.
 
 Signals: SIGTERM → warm stop (children finish their job in hand within ``shutdown_timeout``, then the rest are
 killed), exit 0. A second SIGTERM, or SIGINT → cold stop: children are killed now (gearmand requeues their jobs),
 exit 1. SIGHUP → reload: the configuration is read and checked in a fresh process; if it is good the children
 are replaced one at a time, each new child started and registered before the old one is asked to stop warm, so no
-job in flight is killed and capacity never drops.
+job in flight is killed and capacity never drops (:class:`RollingReload`). A SIGHUP during a reload starts it over
+with the newer configuration, after the hand-over in progress.
 """
 
 from __future__ import annotations
@@ -51,26 +56,23 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from islandora_job import exit_codes
 from islandora_job.backoff import Backoff
 from islandora_job.config import WorkerConfig
 from islandora_job.deadlines import DeadlineSlot
 from islandora_job.metrics import JobStats, PoolMetrics
 from islandora_job.sdnotify import SUPERVISOR_ONLY, Notifier
-from islandora_job.worker import EXIT_HUNG_JOB
 
 log = logging.getLogger(__name__)
 
-EXIT_OK: Final = 0
-EXIT_COLD: Final = 1
 #: A replacement child that has not registered after this long is accepted anyway (servers may be down).
 READY_TIMEOUT: Final = 10.0
 #: A child that lived this long resets its slot's restart backoff.
 STABLE_AFTER: Final = 30.0
-CHILD_EXIT_CONFIG: Final = 2
 #: A child still in a job this long past the job's limit has a watchdog that cannot run (the GIL is held): kill it.
 #: The watchdog itself answers within about a second of the limit, so this never races it.
 STUCK_GRACE: Final = 5.0
@@ -82,6 +84,9 @@ PR_GET_CHILD_SUBREAPER: Final = 37
 #: On a stop, how long the supervisor waits for the leftovers it killed to be gone (they die at once unless stuck
 #: in the kernel, e.g. on a dead NFS mount; then they are left to the service manager).
 ORPHAN_REAP_WAIT: Final = 2.0
+#: How often the supervisor looks for processes it adopted while none of its worker processes died (a process a
+#: command detached with setsid, a double-forked daemon). Costs one small read per supervisor thread.
+ORPHAN_CHECK_INTERVAL: Final = 2.0
 
 
 def set_child_subreaper(on: bool) -> bool | None:
@@ -117,6 +122,22 @@ def children_of(pid: int) -> list[tuple[int, int, str]]:
         if len(fields) >= 3 and int(fields[1]) == pid:
             found.append((int(entry), int(fields[2]), fields[0].decode()))
     return found
+
+
+def has_other_children(known: Collection[int]) -> bool:
+    """Whether this process has a child not in ``known``, from /proc/self/task/*/children (one short read per
+    thread, however many processes the machine runs). True where that file is missing (a kernel without
+    CONFIG_PROC_CHILDREN), so that the caller falls back to its full scan of /proc."""
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/children", "rb") as file:
+                if any(int(pid) not in known for pid in file.read().split()):
+                    return True
+    except FileNotFoundError:
+        return True  # a thread gone meanwhile, or no such file: let the full scan decide
+    except OSError:
+        return False  # no /proc at all: children_of finds nothing either
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +177,77 @@ class Child:
     def pid(self) -> int:
         return self.process.pid
 
+    def close_status(self, selector: selectors.BaseSelector) -> None:
+        """Stop reading the status pipe and close it (once: a closed pipe's fd is -1)."""
+        if self.status_fd != -1:
+            selector.unregister(self.status_fd)
+            os.close(self.status_fd)
+            self.status_fd = -1
+
+    def close(self, selector: selectors.BaseSelector) -> None:
+        """Release what the supervisor holds for a child that has exited: its status pipe and its deadline slot."""
+        self.close_status(selector)
+        self.deadline.close()
+
+
+class RollingReload:
+    """A reload in progress: the old children still to replace, one at a time, and the replacement being started.
+
+    Each step starts a new child in the slot of the first old one; once the new child has registered (or
+    READY_TIMEOUT has passed, or it died), the old one is asked to stop warm and the next slot follows. So no job in
+    flight is killed and capacity never drops. An old child whose slot is gone in the new configuration is asked to
+    stop without a replacement.
+
+    A reload that starts while another is under way (``previous``) first finishes the hand-over in progress: the
+    old child already retiring still waits for its replacement and is then asked to stop, as it would have been.
+    """
+
+    def __init__(self, old: Sequence[Child], previous: RollingReload | None = None) -> None:
+        self.old: collections.deque[Child] = collections.deque(sorted(old, key=lambda c: c.slot))
+        self.new: Child | None = None
+        if previous is not None and previous.old and previous.old[0].retiring:
+            self.old.appendleft(previous.old[0])
+            self.new = previous.new
+
+    def advance(
+        self,
+        now: float,
+        slots: int,
+        spawn: Callable[[int], Child | None],
+        terminate: Callable[[Child], None],
+        alive: Callable[[Child], bool],
+    ) -> bool:
+        """Take the next steps that are due; True once every old child has been asked to stop."""
+        while self.old:
+            old = self.old[0]
+            new = self.new
+            if new is None:
+                old.retiring = True
+                if old.slot >= slots:  # the slot is gone in the new configuration
+                    self.old.popleft()
+                    terminate(old)
+                    continue
+                self.new = spawn(old.slot)
+                return False
+            if new.ready or now - new.started >= READY_TIMEOUT or not alive(new):
+                self.old.popleft()
+                self.new = None
+                terminate(old)
+                continue
+            return False
+        return True
+
+    def wake_at(self) -> float | None:
+        """When the replacement being started is taken as ready even if it has not registered."""
+        return None if self.new is None else self.new.started + READY_TIMEOUT
+
+    def forget(self, child: Child) -> None:
+        """``child`` has exited: it is neither a replacement to wait for nor an old child to replace."""
+        if self.new is child:
+            self.new = None
+        if child in self.old:
+            self.old.remove(child)
+
 
 class Phase(enum.Enum):
     RUNNING = "running"
@@ -194,12 +286,10 @@ class Supervisor:
         self._stop_deadline = 0.0
         self._announced_ready = False
         self._next_ping = 0.0
-        # a reload in progress: old children still to replace, and the replacement being started
-        self._roll: collections.deque[Child] = collections.deque()
-        self._roll_new: Child | None = None
-        self._reloading = False
+        self._rolling: RollingReload | None = None
         self._child_exited = False
         self._was_subreaper: bool | None = None
+        self._next_orphan_check = 0.0
 
     # --- the loop -----------------------------------------------------------------------------------------------
 
@@ -234,17 +324,20 @@ class Supervisor:
         while self._signals:
             self._on_signal(self._signals.popleft())
         self._reap()
+        now = time.monotonic()
+        if now >= self._next_orphan_check:  # an adoption sends no SIGCHLD
+            self._next_orphan_check = now + ORPHAN_CHECK_INTERVAL
+            self._child_exited |= has_other_children(self.children)
         if self._child_exited:
             self._child_exited = False
             self._sweep_orphans()
-        now = time.monotonic()
         self._kill_stuck(now)
         if self.phase is Phase.COLD_STOP:
-            return EXIT_COLD
+            return exit_codes.COLD_STOP
         if self.phase is Phase.WARM_STOP:
             if not self.children:
                 log.info("all worker processes finished; exiting")
-                return EXIT_OK
+                return exit_codes.OK
             if now >= self._stop_deadline:
                 log.warning(
                     "shutdown_timeout (%gs) reached; killing %d worker process(es) (gearmand requeues their jobs)",
@@ -252,9 +345,14 @@ class Supervisor:
                     len(self.children),
                 )
                 self._kill_all()
-                return EXIT_OK
+                return exit_codes.OK
         else:
-            self._advance_roll(now)
+            if self._rolling is not None and self._rolling.advance(
+                now, len(self.specs), self._spawn, self._terminate, lambda child: child.pid in self.children
+            ):
+                self._rolling = None
+                log.info("reload done: every worker process runs the new configuration")
+                self.notifier.notify(READY=1, STATUS=f"serving on {self._servers()}")
             self._fill_slots(now)
         if self.notifier.watchdog_interval is not None and now >= self._next_ping:
             self.notifier.notify(WATCHDOG=1)
@@ -279,12 +377,13 @@ class Supervisor:
 
     def _timeout(self) -> float:
         now = time.monotonic()
-        timers = [STUCK_CHECK_INTERVAL]
+        timers = [STUCK_CHECK_INTERVAL, self._next_orphan_check - now]
         if self.phase is Phase.WARM_STOP:
             timers.append(self._stop_deadline - now)
         timers += [at - now for at in self._restart_at.values()]
-        if self._roll_new is not None:
-            timers.append(self._roll_new.started + READY_TIMEOUT - now)
+        ready_by = None if self._rolling is None else self._rolling.wake_at()
+        if ready_by is not None:
+            timers.append(ready_by - now)
         if self.notifier.watchdog_interval is not None:
             timers.append(self._next_ping - now)
         return max(0.0, min(timers))
@@ -304,6 +403,8 @@ class Supervisor:
             str(status_w),
             "--deadline-fd",
             str(deadline.fd),
+            "--supervisor-pid",
+            str(os.getpid()),
         ]
         if spec.only is not None:
             argv += ["--functions", json.dumps(list(spec.only))]
@@ -342,9 +443,7 @@ class Supervisor:
         except OSError:
             data = b""
         if not data:
-            self._selector.unregister(child.status_fd)
-            os.close(child.status_fd)
-            child.status_fd = -1
+            child.close_status(self._selector)
             return
         child.buffer += data
         *lines, child.buffer = child.buffer.split(b"\n")
@@ -380,23 +479,19 @@ class Supervisor:
                 continue
             if child.status_fd != -1:  # read what it said last (its exit reason)
                 self._read_status(child)
-                if child.status_fd != -1:
-                    self._selector.unregister(child.status_fd)
-                    os.close(child.status_fd)
-                    child.status_fd = -1
+            child.close(self._selector)
             del self.children[child.pid]
-            child.deadline.close()
             self._on_exit(child, code)
 
     def _on_exit(self, child: Child, code: int) -> None:
         lived = time.monotonic() - child.started
         if code == 0:
             reason = child.exit_reason or "exited"
-        elif code == EXIT_HUNG_JOB:
+        elif code == exit_codes.HUNG_JOB:
             reason = "hung job"
         elif child.stuck:
             reason = "killed: stuck in a job past its time limit"
-        elif code == CHILD_EXIT_CONFIG:
+        elif code == exit_codes.USAGE:
             reason = "configuration error"
         elif code < 0:
             reason = f"killed by {signal.Signals(-code).name}"
@@ -404,16 +499,14 @@ class Supervisor:
             reason = f"exit status {code}"
         if self.metrics is not None:
             self.metrics.retire(child.pid, reason)
-        if self._roll_new is child:
-            self._roll_new = None
-        if child in self._roll:
-            self._roll.remove(child)
+        if self._rolling is not None:
+            self._rolling.forget(child)
         if self.phase is not Phase.RUNNING or child.retiring or child.slot >= len(self.specs):
             log.info("worker process %d exited (%s)", child.pid, reason)
             return
         if self._slot_taken(child.slot):
             return
-        crashed = code not in (0, EXIT_HUNG_JOB) and not child.stuck
+        crashed = code not in (exit_codes.OK, exit_codes.HUNG_JOB) and not child.stuck
         if crashed:
             log.error("worker process %d died (%s) after %.1fs; restarting", child.pid, reason, lived)
         else:
@@ -486,8 +579,7 @@ class Supervisor:
                 len(self.children),
                 self.config.pool.shutdown_timeout,
             )
-            self._roll.clear()
-            self._roll_new = None
+            self._rolling = None
             for child in self.children.values():
                 self._terminate(child)
             return
@@ -510,10 +602,7 @@ class Supervisor:
                 child.process.kill()
         for child in list(self.children.values()):
             child.process.wait()
-            if child.status_fd != -1:
-                self._selector.unregister(child.status_fd)
-                os.close(child.status_fd)
-                child.status_fd = -1
+            child.close(self._selector)
             if self.metrics is not None:
                 self.metrics.retire(child.pid, "killed")
         self.children.clear()
@@ -563,38 +652,11 @@ class Supervisor:
             log.error("SIGHUP: new configuration refused, keeping the running one: %s", exc)
             self.notifier.notify(READY=1, STATUS=f"serving on {self._servers()} (reload refused)")
             return
-        old = [c for c in self.children.values() if not c.retiring]
-        old.sort(key=lambda c: c.slot)
         self.config = config
         self.specs = slot_specs(config)
-        self._roll = collections.deque(old)
-        self._roll_new = None
-        self._reloading = True
+        old = [c for c in self.children.values() if not c.retiring]
+        self._rolling = RollingReload(old, self._rolling)
         log.info("SIGHUP: configuration reloaded; replacing %d worker process(es) one at a time", len(old))
-
-    def _advance_roll(self, now: float) -> None:
-        """One replacement at a time: start the new child, and once it is registered ask the old one to stop."""
-        while self._roll:
-            old = self._roll[0]
-            new = self._roll_new
-            if new is None:
-                old.retiring = True
-                if old.slot >= len(self.specs):  # the slot is gone in the new configuration
-                    self._roll.popleft()
-                    self._terminate(old)
-                    continue
-                self._roll_new = self._spawn(old.slot)
-                return
-            if new.ready or now - new.started >= READY_TIMEOUT or new.pid not in self.children:
-                self._roll.popleft()
-                self._roll_new = None
-                self._terminate(old)
-                continue
-            return
-        if self._reloading:
-            self._reloading = False
-            log.info("reload done: every worker process runs the new configuration")
-            self.notifier.notify(READY=1, STATUS=f"serving on {self._servers()}")
 
     def _servers(self) -> str:
         return ", ".join(str(s) for s in self.config.servers)

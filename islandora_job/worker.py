@@ -24,8 +24,9 @@ NOOP cannot strand jobs).
 Time limits: gearmand accepts WORK_FAIL only on the connection that holds the job, so whatever answers must outlive
 a hung job. A :class:`Watchdog` thread is armed with the deadline of each attempt; if the job has not returned by
 then, the watchdog sends the failure on the job's connection itself and ends the process (exit status
-:data:`EXIT_HUNG_JOB`); the supervisor starts a fresh one at once. The job is answered, so gearmand does not run it
-again. A job that returns in time disarms the watchdog before the main thread answers; a lock decides who answers.
+:data:`islandora_job.exit_codes.HUNG_JOB`); the supervisor starts a fresh one at once. The job is answered, so
+gearmand does not run it again. A job that returns in time disarms the watchdog before the main thread answers; a
+lock decides who answers.
 
 Results of a job are queued on its link and sent together with the next GRAB_JOB_UNIQ on that link (one write per
 job under load), but always before another job starts or the process sleeps. The job's log line and its report to
@@ -48,6 +49,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple, Protocol
 
+from islandora_job import exit_codes
 from islandora_job.address import ServerAddress
 from islandora_job.bridge import kill_command_groups
 from islandora_job.codec import DEFAULT_MAX_PACKET, Command, encode
@@ -63,7 +65,6 @@ from islandora_job.worker_protocol import Echoed, JobAssigned, NoJob, OversizeJo
 log = logging.getLogger(__name__)
 
 #: Exit status of a process whose watchdog answered a hung job (the supervisor restarts it without delay).
-EXIT_HUNG_JOB: Final = 70
 #: Seconds a server has to answer a grab (or the probe after connecting) before it is treated as down.
 DEFAULT_GRAB_TIMEOUT: Final = PoolConfig().grab_timeout
 RSS_CHECK_INTERVAL: Final = 1.0
@@ -640,7 +641,7 @@ class Worker:
             for handler in logging.getLogger().handlers:
                 handler.flush()
             sys.stderr.flush()
-            os._exit(EXIT_HUNG_JOB)
+            os._exit(exit_codes.HUNG_JOB)
 
     # --- connections --------------------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import socket
 import time
 from typing import Final
 
-from islandora_job.address import ServerAddress
+from islandora_job.address import ServerAddress, host_problem
 from islandora_job.backoff import Backoff, Throttle
 from islandora_job.codec import DEFAULT_MAX_PACKET
 from islandora_job.connection import KEEPALIVE_COUNT, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, describe_os_error
@@ -88,10 +88,19 @@ class ServerLink:
         """Begin a non-blocking connect; raises OSError (with a short reason in ``strerror``) when it fails at once.
 
         Name resolution is the one blocking step: configure servers by address, or resolve through /etc/hosts.
+        A name that cannot be a host (a label over 63 characters, an empty one, a NUL) makes the resolver raise
+        ``UnicodeError`` or ``ValueError``; it is raised as an OSError here, so that it is one server down, with a
+        reason, and not the death of the process and of every other server's service with it.
         """
-        family, kind, proto, _, sockaddr = socket.getaddrinfo(
-            self.address.host, self.address.port, type=socket.SOCK_STREAM
-        )[0]
+        problem = host_problem(self.address.host)
+        if problem:
+            raise OSError(errno.EINVAL, f"host {problem}")
+        try:
+            family, kind, proto, _, sockaddr = socket.getaddrinfo(
+                self.address.host, self.address.port, type=socket.SOCK_STREAM
+            )[0]
+        except ValueError as exc:  # UnicodeError is one; host_problem should have said so already
+            raise OSError(errno.EINVAL, f"cannot resolve host ({exc})") from exc
         sock = socket.socket(family, kind, proto)
         sock.setblocking(False)
         code = sock.connect_ex(sockaddr)

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Final, NoReturn
 
 from islandora_job.codec import DEFAULT_MAX_PACKET, HEADER_SIZE, RES_MAGIC, Command, encode, parse_whole
-from islandora_job.errors import ProtocolError
+from islandora_job.errors import IslandoraJobError, ProtocolError
 
 #: Bytes of an over-size job's payload kept for its failure record.
 HEAD_SIZE: Final = 4096
@@ -66,7 +66,7 @@ class RemoteProtocolError(ProtocolError):
     """The server broke the protocol: the connection must be dropped (and may be reconnected)."""
 
 
-class LocalProtocolError(Exception):
+class LocalProtocolError(IslandoraJobError):
     """We asked for an action the current phase does not allow: a bug in the caller, never the server's fault."""
 
 

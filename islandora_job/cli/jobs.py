@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, Final, TextIO
 
+from islandora_job import exit_codes
 from islandora_job.address import ServerAddress, servers_from_environment
 from islandora_job.admin import AdminClient, AdminError
-from islandora_job.cli import exit_codes
 from islandora_job.cli.output import write_result
 from islandora_job.client import DEAD_PEER_TIMEOUT, PRIORITIES, JobClient
 from islandora_job.errors import (

@@ -1,6 +1,6 @@
 """Entry point of the ``islandora-job`` command.
 
-Exit codes are part of the interface (operators script against them; :mod:`islandora_job.cli.exit_codes`):
+Exit codes are part of the interface (operators script against them; :mod:`islandora_job.exit_codes`):
 0 done, 1 the job failed, 2 usage or configuration error, 3 no server reachable (nothing submitted), 4 outcome
 unknown (the connection was lost after the server accepted the job), 5 the output could not be written.
 
@@ -18,8 +18,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn, TextIO, cast
 
-from islandora_job import __version__
-from islandora_job.cli import exit_codes, jobs, queue, worker
+from islandora_job import __version__, exit_codes
+from islandora_job.cli import jobs, queue, worker
 from islandora_job.cli.output import OutputFailed
 from islandora_job.deadletters import DeadLetterStoreError
 from islandora_job.errors import ConfigError

@@ -15,8 +15,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from islandora_job import exit_codes
 from islandora_job.address import ServerAddress
-from islandora_job.cli import exit_codes
 from islandora_job.errors import ConfigError, ConnectionLost, ProtocolError, ServerUnavailable
 from islandora_job.logsetup import escape_controls
 from islandora_job.queue_move import (

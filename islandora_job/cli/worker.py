@@ -15,8 +15,7 @@ import time
 from typing import Any, Final
 
 from islandora_job import config as config_module
-from islandora_job import logsetup, runtime
-from islandora_job.cli import exit_codes
+from islandora_job import exit_codes, logsetup, runtime
 from islandora_job.client import JobClient, JobRequest
 from islandora_job.deadletters import DeadLetter, DeadLetterStore, DeadLetterStoreError
 from islandora_job.errors import ConfigError, ConnectionLost, ProtocolError, ServerUnavailable

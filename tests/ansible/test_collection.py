@@ -1,10 +1,17 @@
 """galaxy.yml: the repository builds as the islandora.job collection, installs into a temporary path,
-and a playbook uses the roles by their collection names (argument validation and a check-mode run)."""
+carries what the worker role needs (source, lock) and nothing of the test tree, and a playbook uses the
+roles by their collection names (argument validation and a check-mode run). The deployment from the built
+collection onto a host is molecule/debian13 (create.yml builds and installs it; no roles_path)."""
 
 from __future__ import annotations
 
 import json
+import re
+import sys
+import tarfile
 from pathlib import Path
+
+import yaml
 
 from tests.ansible.helpers import REPO, ansible_env, playbook, recap, run, tool
 
@@ -27,7 +34,34 @@ def test_collection_builds_installs_and_its_roles_run(tmp_path: Path) -> None:
     installed = collections / "ansible_collections" / "islandora" / "job"
     for role in ("gearman_server", "gearman_php", "islandora_job_worker"):
         assert (installed / "roles" / role / "meta" / "argument_specs.yml").is_file()
-    assert not (installed / ".venv").exists() and not (installed / "islandora_job").exists()
+    assert not (installed / ".venv").exists()
+    # What the worker role builds its wheelhouse from, and nothing of the test or bench tree.
+    for needed in ("islandora_job/__init__.py", "pyproject.toml", "README.md", "requirements/worker.lock"):
+        assert (installed / needed).is_file(), needed
+    with tarfile.open(tarball) as archive:
+        tops = {name.split("/")[0] for name in archive.getnames()}
+    assert not tops & {"tests", "benchmarks", "molecule", "examples", ".venv", ".git", "scripts"}, tops
+    assert not any(name.endswith((".pyc", ".egg-info")) for name in tops)
+
+    # The role's wheelhouse builder, from the installed collection, with its default source (the collection).
+    built = run(
+        [
+            sys.executable,
+            str(installed / "roles/islandora_job_worker/files/build_wheelhouse.py"),
+            "--python-version",
+            "3.13",
+            "--cache",
+            str(tmp_path / "cache"),
+            "--source",
+            str(installed),
+            "--lock",
+            str(installed / "requirements/worker.lock"),
+        ],
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stdout[-3000:]
+    wheels = json.loads(built.stdout.strip().splitlines()[-1])["wheels"]
+    assert [w for w in wheels if w.startswith("islandora_job-")] and [w for w in wheels if w.startswith("pygearman-")]
 
     empty_roles = tmp_path / "no-roles"
     empty_roles.mkdir()
@@ -85,3 +119,10 @@ def test_collection_builds_installs_and_its_roles_run(tmp_path: Path) -> None:
     counters = recap(php.stdout).get("localhost")
     assert php.returncode == 0 and counters is not None and counters["failed"] == 0, php.stdout[-5000:]
     assert "islandora.job.gearman_php" in php.stdout or "gearman_php :" in php.stdout
+
+
+def test_galaxy_yml_names_no_url() -> None:
+    """No repository/homepage/issues/documentation URL: the project has no public repository to point at."""
+    galaxy = yaml.safe_load((REPO / "galaxy.yml").read_text())
+    assert not {"repository", "homepage", "issues", "documentation"} & set(galaxy)
+    assert not re.search(r"https?://", json.dumps(galaxy))

@@ -1,5 +1,6 @@
 """Static checks of the roles: argument specs match the defaults, every variable is documented, only
-ansible.builtin modules, templates marked as managed, an OS vars file per supported platform."""
+ansible.builtin modules, templates marked as managed, an OS vars file per supported platform, and the
+support claims (platforms, ansible-core) match what the molecule scenarios run."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import yaml
 from tests.ansible.helpers import REPO, ROLES
 
 ROLE_NAMES = ["gearman_server", "gearman_php", "islandora_job_worker"]
-PLATFORMS = ["Debian-12", "Debian-13", "Ubuntu-22", "Ubuntu-24"]
+# Platforms claimed: exactly the Debian suites the molecule scenarios boot (test_support_claims_match_scenarios).
+PLATFORMS = ["Debian-12", "Debian-13"]
+SUITE_VERSIONS = {"bookworm": "12", "trixie": "13"}
 FIXED_NAMES = [
     "gearman_server_queue_type",
     "gearman_server_listen",
@@ -99,3 +102,60 @@ def test_templates_are_marked_managed(template: Path) -> None:
 def test_vars_file_for_every_supported_platform(role: str) -> None:
     for platform in PLATFORMS:
         assert (ROLES / role / "vars" / f"{platform}.yml").is_file(), f"{role}: vars/{platform}.yml"
+
+
+def _scenario_suites() -> set[str]:
+    suites: set[str] = set()
+    for path in (REPO / "molecule").glob("*/molecule.yml"):
+        for platform in yaml.safe_load(path.read_text()).get("platforms", []):
+            if "suite" in platform:
+                suites.add(platform["suite"])
+    return suites
+
+
+@pytest.mark.parametrize("role", ROLE_NAMES)
+def test_support_claims_match_scenarios(role: str) -> None:
+    """meta/main.yml claims the Debian releases a scenario converges, and nothing else (no Ubuntu: untested)."""
+    suites = _scenario_suites()
+    assert suites == set(SUITE_VERSIONS), suites
+    assert {f"Debian-{SUITE_VERSIONS[s]}" for s in suites} == set(PLATFORMS)
+    info = yaml.safe_load((ROLES / role / "meta" / "main.yml").read_text())["galaxy_info"]
+    claimed = {(p["name"], v) for p in info["platforms"] for v in p["versions"]}
+    assert claimed == {("Debian", s) for s in suites}, claimed
+
+
+def _tested_ansible_core() -> str:
+    """The ansible-core the tests and scenarios run: the lower bound of the dev extra, which pins one minor."""
+    text = (REPO / "pyproject.toml").read_text()
+    match = re.search(r'"ansible-core>=(\d+\.\d+),<(\d+\.\d+)"', text)
+    assert match, "pyproject.toml: no ansible-core>=X.Y,<X.Z in the dev extra"
+    major, minor = match.group(1).split(".")
+    assert match.group(2) == f"{major}.{int(minor) + 1}", "the dev extra must pin one ansible-core minor (tested)"
+    import ansible.release
+
+    assert ansible.release.__version__.startswith(match.group(1) + "."), ansible.release.__version__
+    return match.group(1)
+
+
+def test_minimum_ansible_core_is_the_tested_one() -> None:
+    """The lowest claimed ansible-core (collection, roles, docs) is the one the tests run, not an older untested one."""
+    tested = _tested_ansible_core()
+    runtime = yaml.safe_load((REPO / "meta" / "runtime.yml").read_text())
+    assert runtime["requires_ansible"] == f">={tested}.0"
+    for role in ROLE_NAMES:
+        info = yaml.safe_load((ROLES / role / "meta" / "main.yml").read_text())["galaxy_info"]
+        assert str(info["min_ansible_version"]) == tested, role
+    deploy = (REPO / "docs" / "deploy.md").read_text()
+    assert f"ansible-core {tested} or later" in deploy
+    assert "2.14 is not supported" in deploy.replace("\n", " ")
+    for old in ("2.15 or later", "Ubuntu 22.04 and 24.04 (vars"):
+        assert old not in deploy
+
+
+def test_untested_platforms_are_said_to_be_untested() -> None:
+    """Ubuntu vars files may stay; wherever a role or the docs name Ubuntu, it says untested."""
+    texts = [REPO / "docs" / "deploy.md", *(ROLES / role / "tasks" / "variables.yml" for role in ROLE_NAMES)]
+    for path in texts:
+        for paragraph in re.split(r"\n\s*\n|\n- name:", path.read_text()):
+            if "Ubuntu" in paragraph:
+                assert "untested" in paragraph, f"{path.relative_to(REPO)}: names Ubuntu without 'untested'"

@@ -89,6 +89,25 @@ def units(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             bridge,
         ),
         (
+            "worker-limits",
+            WORKER / "templates" / "islandora-job-worker.service.j2",
+            tmp / "islandora-job-worker-limits.service",
+            {"islandora_job_worker_concurrency": 4, "islandora_job_worker_memory_max": "4G"},
+        ),
+        (
+            "worker-cpus",
+            WORKER / "templates" / "islandora-job-worker.service.j2",
+            tmp / "islandora-job-worker-cpus.service",
+            # concurrency 0 (one process per CPU): sized to the CPU count the role reads on the host.
+            {"__islandora_job_worker_cpus": {"stdout": "6"}, "islandora_job_worker_tasks_max": 0},
+        ),
+        (
+            "worker-tasks",
+            WORKER / "templates" / "islandora-job-worker.service.j2",
+            tmp / "islandora-job-worker-tasks.service",
+            {"islandora_job_worker_tasks_max": 1000, "islandora_job_worker_concurrency": 4},
+        ),
+        (
             "dropin",
             SERVER / "templates" / "gearman-job-server.dropin.conf.j2",
             dropin_dir / "islandora-job.conf",
@@ -150,6 +169,21 @@ def test_worker_unit_bridge_profile_parses(units: dict[str, Path]) -> None:
     print(f"islandora-job-worker.service (bridge profile) exposure: {exposure}")
     assert "MemoryDenyWriteExecute=no" in units["worker-bridge"].read_text()
     assert exposure <= 4.0
+
+
+def _directives(unit: Path, name: str) -> list[str]:
+    return [line.split("=", 1)[1] for line in unit.read_text().splitlines() if line.startswith(f"{name}=")]
+
+
+def test_worker_unit_tasks_max_sized_to_the_pool_memory_max_unset_by_default(units: dict[str, Path]) -> None:
+    # 32 tasks per worker process + 32: concurrency 4 -> 160; one per CPU on a 6-CPU host -> 224.
+    assert _directives(units["worker-limits"], "TasksMax") == ["160"]
+    assert _directives(units["worker-cpus"], "TasksMax") == ["224"]
+    assert _directives(units["worker-tasks"], "TasksMax") == ["1000"]
+    assert _directives(units["worker"], "MemoryMax") == []
+    assert _directives(units["worker-limits"], "MemoryMax") == ["4G"]
+    exposure, _ = _security(str(units["worker-limits"]))  # systemd parses both directives
+    assert exposure <= 3.0
 
 
 def test_gearmand_dropin_brings_exposure_to_at_most_4(units: dict[str, Path]) -> None:

@@ -15,8 +15,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from islandora_job import exit_codes
 from islandora_job.deadletters import DeadLetterStore
-from islandora_job.worker import EXIT_HUNG_JOB
 from tests.support.gearmand import Gearmand
 from tests.support.peers import PlainClient, payload, wait_for
 from tests.support.pool import REPO, Pool, running_pool
@@ -138,7 +138,7 @@ def test_the_watchdog_alone_kills_the_group_without_a_supervisor(tmp_path: Path,
         worker.stdin.flush()
         with PlainClient(gearmand.address) as client:
             assert not client.submit("leaky", payload("x")).ok
-        assert worker.wait(10) == EXIT_HUNG_JOB
+        assert worker.wait(10) == exit_codes.HUNG_JOB
         assert_group_gone(int(pid_file.read_text()))
     finally:
         worker.kill()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.support.gearmand import Gearmand, free_port
 from tests.support.peers import PlainClient, payload, wait_for
-from tests.support.pool import REPO, children_of, registered_workers, running_pool
+from tests.support.pool import REPO, Pool, children_of, registered_workers, running_pool
 
 FAKE_ROUTER = Path(__file__).resolve().parents[1] / "unit" / "fake_router.py"
 
@@ -168,6 +168,43 @@ def test_a_bad_configuration_on_sighup_is_refused_and_the_pool_keeps_running(
         assert pool.children() == children
         with PlainClient(gearmand.address) as client:
             assert client.call("t.pid").data == str(children[0]).encode()
+
+
+def _worker_processes(pool: Pool) -> list[int]:
+    """The pool's worker processes (a reload's ``--check`` process is a child too, for a moment)."""
+    found = []
+    for pid in pool.children():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as file:
+                if b"--status-fd" in file.read():
+                    found.append(pid)
+        except OSError:
+            continue  # gone meanwhile
+    return found
+
+
+def test_a_second_sighup_during_a_reload_leaves_no_old_process_behind(tmp_path: Path, gearmand: Gearmand) -> None:
+    """The second reload takes over the hand-over in progress: the old process that was waiting for its
+    replacement is still asked to stop, so the pool ends with ``concurrency`` processes, all new."""
+    with running_pool(tmp_path, [gearmand.address], concurrency=2) as pool:
+        pool.wait_registered(gearmand.port, "t.pid", count=2)
+        before = set(pool.children())
+        pool.signal(signal.SIGHUP)
+        # The first replacement is starting (three worker processes, not counting the configuration check's): its
+        # old process waits for it to register.
+        wait_for(lambda: len(_worker_processes(pool)) == 3, interval=0.005, message="the first replacement started")
+        pool.signal(signal.SIGHUP)
+        wait_for(
+            lambda: pool.log_text().count("replacing 2 worker process(es) one at a time") == 2,
+            timeout=20,
+            message="both reloads",
+        )
+        pool.wait_log("reload done", timeout=30)
+        wait_for(
+            lambda: len(_worker_processes(pool)) == 2 and not (set(_worker_processes(pool)) & before),
+            timeout=20,
+            message="two processes, none of them old",
+        )
 
 
 def test_flags_override_the_configuration(tmp_path: Path, gearmand: Gearmand) -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from islandora_job.address import ServerAddress, parse_servers, servers_from_environment
+from islandora_job.address import ServerAddress, host_problem, parse_servers, servers_from_environment
 from islandora_job.backoff import Backoff, Throttle
 from islandora_job.errors import ConfigError
 
@@ -28,6 +28,34 @@ def test_parse(text: str, host: str, port: int) -> None:
 def test_bad_addresses_name_themselves(text: str) -> None:
     with pytest.raises(ConfigError):
         ServerAddress.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("host", "problem"),
+    [
+        ("h" * 64, "empty label or one longer than 63"),  # the idna codec's UnicodeError at connect
+        ("a..b", "empty label"),
+        (".a", "empty label"),
+        ("a\x00b", "control character"),  # ValueError at connect
+        ("a b", "space"),
+        ("127.0.0.1:1:2", "neither an IPv6 address nor a host name"),  # was taken as an IPv6 host
+        ("http://x", "neither an IPv6 address nor a host name"),
+        ("a/b", "not a host name"),
+        (".".join(["x" * 63] * 4) + ".com", "longer than 253"),
+    ],
+)
+def test_a_host_that_cannot_be_one_is_named_with_the_reason(host: str, problem: str) -> None:
+    assert problem in (host_problem(host) or "")
+    with pytest.raises(ConfigError, match="host .*" + problem.split()[0]):
+        ServerAddress.parse(f"[{host}]:4730" if ":" in host else f"{host}:4730")
+    assert ServerAddress.parse(f"[{host}]:4730" if ":" in host else host, check_host=False).host == host
+
+
+@pytest.mark.parametrize(
+    "host", ["gearman.example", "gearman.example.", "gearman_1", "h" * 63, "b\u00fccher.example", "::1", "fe80::1%eth0"]
+)
+def test_hosts_that_may_be_ones_pass(host: str) -> None:
+    assert host_problem(host) is None
 
 
 def test_lists_dedupe_and_keep_order() -> None:

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import Field, fields, is_dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from islandora_job.address import ServerAddress
 from islandora_job.cli.main import main
-from islandora_job.config import DEFAULT_PATH, Overrides, build, check_user, from_json, load, with_discovered
+from islandora_job.config import (
+    DEFAULT_PATH,
+    Overrides,
+    WorkerConfig,
+    build,
+    check_user,
+    env_name,
+    from_json,
+    load,
+    with_discovered,
+)
 from islandora_job.errors import ConfigError
 
 FULL = """
@@ -89,6 +101,14 @@ def test_an_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
         ("[[command_jobs]]\nargv = ['drush']", "FILE: command_jobs[0].name: give name, names or discover_argv"),
         ("[[command_jobs]]\nname = 'x'\nargv = []", "FILE: command_jobs[0].argv: must not be empty"),
         ("concurrency = [", "FILE: not valid TOML"),
+        ("[pool]\nmax_lifetime = inf", "FILE: pool.max_lifetime: must be a finite number, not inf"),
+        ("[pool]\ngrab_timeout = -nan", "FILE: pool.grab_timeout: must be a finite number, not nan"),
+        (
+            "[[command_jobs]]\nname = 'x'\nargv = ['/bin/echo', \"a\\u0000b\"]",
+            "FILE: command_jobs[0].argv: must not contain a NUL",
+        ),
+        ('[[command_jobs]]\nname = "x\\u0000y"\nargv = ["echo"]', "FILE: command_jobs[0].name: must not contain a NUL"),
+        ('[dead_letters]\npath = "/tmp/a\\u0000b"', "FILE: dead_letters.path: must not contain a NUL"),
     ],
 )
 def test_errors_read_file_key_reason(tmp_path: Path, text: str, message: str) -> None:
@@ -227,3 +247,83 @@ def test_check_config_resolves_each_program_on_path(
     good = tmp_path / "good.toml"
     good.write_text("jobs_modules = ['islandora_job_demo.jobs']\n[[command_jobs]]\nname = 'f'\nargv = ['drush']\n")
     assert main(["check-config", str(good)]) == 0, capsys.readouterr().err
+
+
+def _other_value(key: str, default: object) -> tuple[str, str]:
+    """A valid value of a setting that differs from its default, as TOML and as an environment variable."""
+    if key == "logging.level":
+        return '"DEBUG"', "DEBUG"
+    if key == "metrics.listen":
+        return '"127.0.0.1:9109"', "127.0.0.1:9109"
+    if isinstance(default, bool):
+        return str(not default).lower(), str(not default).lower()
+    if isinstance(default, int | float):
+        return "7", "7"
+    if isinstance(default, str):
+        return '"/tmp/elsewhere"', "/tmp/elsewhere"
+    return '["m.one", "m.two"]', "m.one,m.two"
+
+
+def _settable() -> list[tuple[str, str, object]]:
+    """(file key, field path, default) of every field of every settings class but the few read by hand."""
+    by_hand = {"source", "servers", "raw", "command_jobs", "dedicated"}  # each has its own tests above
+    rows: list[tuple[str, str, object]] = []
+    for item in fields(WorkerConfig):
+        if item.name in by_hand:
+            continue
+        if is_dataclass(item.default_factory):
+            for inner in fields(item.default_factory):
+                if inner.name not in by_hand:
+                    key = _file_key(inner)
+                    rows.append((f"{item.name}.{key}", f"{item.name}.{inner.name}", inner.default))
+        else:
+            rows.append((_file_key(item), item.name, item.default))
+    return rows
+
+
+def _file_key(item: Field[Any]) -> str:
+    spec = item.metadata.get("setting")
+    assert spec is not None, f"{item.name}: declare it with config.setting(...) so that the file and env can set it"
+    return str(spec.key or item.name)
+
+
+@pytest.mark.parametrize(("key", "attribute", "default"), _settable(), ids=[row[0] for row in _settable()])
+def test_every_setting_is_settable_from_the_file_and_from_the_environment(
+    tmp_path: Path, key: str, attribute: str, default: object
+) -> None:
+    toml, env = _other_value(key, default)
+    section, _, leaf = key.rpartition(".")
+    path = _write(tmp_path, f"[{section}]\n{leaf} = {toml}\n" if section else f"{leaf} = {toml}\n")
+    from_file = load(path, environ={})
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    from_env = load(str(empty), environ={env_name(key): env})
+    read = [from_file, from_env]
+    for part in attribute.split("."):
+        read = [getattr(value, part) for value in read]
+    assert read[0] != default
+    assert read[0] == read[1]
+
+
+def test_a_server_name_that_cannot_be_a_host_is_refused_at_check_time_only(tmp_path: Path) -> None:
+    """As a command's program: check-config refuses it; the worker's own load takes it, and its loop treats that
+    server as down while it serves the others (tests/integration/test_server_names.py)."""
+    path = _write(tmp_path, f"servers = ['{'h' * 64}:4730', 'a..b', '127.0.0.1:4730']\n")
+    with pytest.raises(ConfigError) as error:
+        load(path, environ={}, check_commands=True)
+    assert str(error.value).splitlines() == [
+        f"{path}: servers: server address '{'h' * 64}:4730': host has an empty label or one longer than 63 characters",
+        f"{path}: servers: server address 'a..b': host has an empty label or one longer than 63 characters",
+    ]
+    assert [str(server) for server in load(path, environ={}).servers] == [
+        f"{'h' * 64}:4730",
+        "a..b:4730",
+        "127.0.0.1:4730",
+    ]
+
+
+def test_a_file_that_is_not_utf8_is_one_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "worker.toml"
+    path.write_bytes(b"servers = ['127.0.0.1']\n# caf\xe9\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: not UTF-8 text \(line 2: byte 0xe9\)$"):
+        load(str(path), environ={})
