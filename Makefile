@@ -27,7 +27,7 @@ SCENARIO ?=
 # What `make deploy` needs on the controller itself.
 APT_DEPLOY := python3-venv
 
-.PHONY: help deploy test check lint typecheck unit integration molecule system-deps venv bench soak clean
+.PHONY: help deploy test check lint typecheck unit integration molecule molecule-deps system-deps venv bench soak clean
 
 help:
 	@echo "make deploy   deploy the Gearman stack and the worker onto this machine (ansible-playbook site.yml)"
@@ -71,9 +71,13 @@ integration: venv system-deps
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 # The roles converged on real systemd-nspawn hosts (molecule/README.md); every scenario unless SCENARIO is set.
-molecule: venv
-	scripts/apt-install $(APT_MOLECULE)
+molecule: venv molecule-deps
 	molecule/run-scenarios $(SCENARIO)
+
+# The package step of `make molecule` on its own: the fresh-host scenario runs it inside a host, where molecule
+# itself cannot run nested.
+molecule-deps:
+	scripts/apt-install $(APT_MOLECULE)
 
 test: lint typecheck integration molecule
 

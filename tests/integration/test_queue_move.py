@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -87,31 +88,40 @@ def postgres_queue(base: Path) -> Iterator[list[str]]:
     bindirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
     assert bindirs, "PostgreSQL is required (Debian postgresql)"
     bindir = bindirs[0]
-    data = base / "pgdata"
-    data.mkdir()
     as_user: list[str] = []
     if os.geteuid() == 0:
-        postgres = pwd.getpwnam("postgres")
-        for directory in (base, *base.parents):  # the postgres user must reach the data directory
-            if directory == Path("/"):
-                break
-            directory.chmod(directory.stat().st_mode | 0o001)
-        os.chown(data, postgres.pw_uid, postgres.pw_gid)
+        # The postgres user must reach the data directory. Not under tmp_path: every pytest process that starts
+        # (another session on the machine) sets /tmp/pytest-of-root back to 0700.
+        home = Path(tempfile.mkdtemp(prefix="ij-queue-move-pg-"))
+        home.chmod(0o755)
         as_user = ["runuser", "-u", "postgres", "--"]
-    subprocess.run(
-        [*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-        check=True,
-        capture_output=True,
-    )
-    port = free_port()
-    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
-    pg_ctl = [*as_user, str(bindir / "pg_ctl"), "-D", str(data)]
-    subprocess.run([*pg_ctl, "-o", options, "-l", str(data / "log"), "-w", "start"], check=True, capture_output=True)
+    else:
+        home = base
+    data = home / "pgdata"
+    data.mkdir()
+    if as_user:
+        postgres = pwd.getpwnam("postgres")
+        os.chown(data, postgres.pw_uid, postgres.pw_gid)
     try:
-        conninfo = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
-        yield ["-q", "Postgres", f"--libpq-conninfo={conninfo}", "--libpq-table=ijmove"]
+        subprocess.run(
+            [*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+            check=True,
+            capture_output=True,
+        )
+        port = free_port()
+        options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
+        pg_ctl = [*as_user, str(bindir / "pg_ctl"), "-D", str(data)]
+        subprocess.run(
+            [*pg_ctl, "-o", options, "-l", str(data / "log"), "-w", "start"], check=True, capture_output=True
+        )
+        try:
+            conninfo = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
+            yield ["-q", "Postgres", f"--libpq-conninfo={conninfo}", "--libpq-table=ijmove"]
+        finally:
+            subprocess.run([*pg_ctl, "-m", "immediate", "-w", "stop"], capture_output=True, check=False)
     finally:
-        subprocess.run([*pg_ctl, "-m", "immediate", "-w", "stop"], capture_output=True, check=False)
+        if home is not base:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 @contextmanager
