@@ -13,7 +13,7 @@ The rules that keep the store from losing failures in silence or filling the dis
 * a reader who may not write the directory can still read (see :meth:`DeadLetterStore._select`): the last close of a
   WAL database removes its ``-wal`` and ``-shm`` files, and a ``mode=ro`` open must create the ``-shm`` again
   (SQLITE_READONLY_DIRECTORY, "attempt to write a readonly database"); with no write-ahead log to read, the file is
-  then read as ``immutable``, checked for a writer's change around the read;
+  then read as ``immutable``, checked for a writer's change around the read (tried again while a worker writes);
 * :meth:`DeadLetterStore.record` never raises and never waits long for a lock: a record it cannot write (disk full,
   locked, read-only, corrupt) is logged at ERROR with the function, handle, unique key and the first 4 KiB of the
   payload, and counted in the ``dead_letters_unrecorded`` metric; the job loop goes on;
@@ -71,8 +71,10 @@ DEFAULT_MAX_PAYLOAD: Final = 1024 * 1024
 DEFAULT_LOCK_TIMEOUT: Final = 0.2
 #: How much of an unrecorded payload goes into the ERROR log line.
 LOGGED_PAYLOAD: Final = 4096
-#: How often a reader without write access reads the file again when a writer changed it during the read.
-_IMMUTABLE_READS: Final = 3
+#: How often a reader without write access tries again while a worker writes the store, and the pause that grows
+#: by this much each time (about 1.5 s in all: a worker's record takes milliseconds).
+_READ_ATTEMPTS: Final = 6
+_READ_PAUSE: Final = 0.1
 #: The metric event counted for each failure that could not be recorded.
 UNRECORDED_EVENT: Final = "dead_letters_unrecorded"
 PRUNED_EVENT: Final = "dead_letters_pruned"
@@ -305,28 +307,29 @@ class DeadLetterStore:
         if not os.path.exists(self.path):
             return []
         try:
-            try:
-                rows = self._query("mode=ro", query, params)
-            except _WalIndexUnwritable as exc:
-                rows = self._read_immutable(query, params, exc.args[0])
+            rows = self._read(query, params)
         except _NoTable:
             return []
         return [DeadLetter(*row) for row in rows]
 
-    def _read_immutable(self, query: str, params: Sequence[object], cause: sqlite3.Error) -> list[tuple[Any, ...]]:
-        """Read the database file alone, as sqlite's ``immutable`` does: no locks, no ``-shm``, no ``-wal``.
+    def _read(self, query: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        """``mode=ro``; when that needs a ``-shm`` this user cannot create, the database file alone, as sqlite's
+        ``immutable`` reads it: no locks, no ``-shm``, no ``-wal``.
 
-        Right only when no write-ahead log holds records (else they would be missed: refused, naming the cause).
-        A writer may start meanwhile: it writes to a new ``-wal``, and changes the file itself only when it
-        checkpoints as it closes; a read during which the file changed is done again.
+        That is right only when no write-ahead log holds records (they would be missed). A worker recording a
+        letter meanwhile writes to a new ``-wal`` (with its ``-shm``: ``mode=ro`` can then use them), and changes the
+        file itself only when it checkpoints as it closes; a read during which the file changed is done again. After
+        a few tries, a ``-wal`` that still holds records (a worker died, its ``-shm`` gone) is one line naming it.
         """
         wal = self.path + "-wal"
-        for _ in range(_IMMUTABLE_READS):
+        for attempt in range(_READ_ATTEMPTS):
+            time.sleep(_READ_PAUSE * attempt)  # a worker's record takes milliseconds: let it finish
+            try:
+                return self._query("mode=ro", query, params)
+            except _WalIndexUnwritable as exc:
+                cause = exc.args[0]
             if _size(wal):
-                raise DeadLetterStoreError(
-                    f"{self.path}: cannot read the dead-letter store: its write-ahead log {wal} holds records and"
-                    f" this user cannot create {self.path}-shm to read them ({cause}); run as the service user"
-                )
+                continue
             before = _fingerprint(self.path)
             try:
                 rows = self._query("mode=ro&immutable=1", query, params)
@@ -338,6 +341,11 @@ class DeadLetterStore:
                 continue  # read while a checkpoint wrote it: read again
             if _fingerprint(self.path) == before:
                 return rows
+        if _size(wal):
+            raise DeadLetterStoreError(
+                f"{self.path}: cannot read the dead-letter store: its write-ahead log {wal} holds records and"
+                f" this user cannot create {self.path}-shm to read them ({cause}); run as the service user"
+            )
         raise DeadLetterStoreError(f"{self.path}: the dead-letter store changed during every read; try again")
 
     def list(self, *, function: str | None = None, limit: int = 100, include_requeued: bool = True) -> list[DeadLetter]:
