@@ -97,7 +97,7 @@ class StatusPipe:
 
 
 def _recorder(store: DeadLetterStore) -> FailureRecorder:
-    def record(assignment: Assignment, name: str, outcome: Outcome) -> None:
+    def record(assignment: Assignment, name: str, outcome: Outcome, size: int) -> None:
         store.record(
             function=assignment.function,
             name=name,
@@ -106,6 +106,7 @@ def _recorder(store: DeadLetterStore) -> FailureRecorder:
             payload=assignment.data,
             error=outcome.reason or outcome.status,
             attempts=outcome.attempts,
+            payload_size=size,
         )
 
     return record

@@ -20,6 +20,7 @@ What is retried, and what is not (the rule that keeps jobs from being lost or si
 from __future__ import annotations
 
 import contextlib
+import logging
 import selectors
 import time
 import uuid
@@ -46,6 +47,7 @@ from islandora_job.errors import (
 from islandora_job.payload import Payload, PayloadError, check_unique, dedupe_key, function_name
 
 Priority = Literal["high", "normal", "low"]
+log = logging.getLogger(__name__)
 
 _SUBMIT: dict[tuple[bool, str], Command] = {
     (False, "high"): Command.SUBMIT_JOB_HIGH,
@@ -64,6 +66,12 @@ _MAX_SEND_ATTEMPTS = 3
 DEAD_PEER_TIMEOUT = 90.0
 #: The longest single wait in a selector (epoll's timeout is a 32-bit count of milliseconds).
 _MAX_WAIT = 3600.0
+#: The most a client keeps of one job's WORK_DATA, and of its WORK_WARNING packets, in bytes (each packet counted
+#: with _PACKET_COST more, so that a flood of empty ones is bounded too): a worker that streams without end, a
+#: buggy one or one we did not write, cannot grow the client until it dies of MemoryError. Data past the cap is
+#: dropped; the oldest warnings go first (the last one is a failure's reason). ``JobResult.dropped`` counts it.
+MAX_KEPT = 16 * 1024 * 1024
+_PACKET_COST = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +105,42 @@ class JobResult:
     status: tuple[int, int] | None = None
     partial: list[bytes] = field(default_factory=list)
     warnings: list[bytes] = field(default_factory=list)
+    #: Bytes of WORK_DATA and WORK_WARNING not kept in ``partial`` and ``warnings``: over :data:`MAX_KEPT`.
+    dropped: int = 0
+    _data_kept: int = field(default=0, init=False, repr=False)
+    _warnings_kept: int = field(default=0, init=False, repr=False)
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def keep(self, command: Command, data: bytes) -> None:
+        """Keep a WORK_DATA or WORK_WARNING packet's data within :data:`MAX_KEPT`; say so once when it drops."""
+        dropped = self.dropped
+        cost = len(data) + _PACKET_COST
+        if command is not Command.WORK_WARNING:
+            if self._data_kept + cost > MAX_KEPT:
+                self.dropped += len(data)
+            else:
+                self.partial.append(data)
+                self._data_kept += cost
+        else:
+            self.warnings.append(data)
+            self._warnings_kept += cost
+            if self._warnings_kept > MAX_KEPT:  # the oldest go, down to half the cap (amortised); never the last
+                drop = 0
+                while drop < len(self.warnings) - 1 and self._warnings_kept > MAX_KEPT // 2:
+                    self._warnings_kept -= len(self.warnings[drop]) + _PACKET_COST
+                    self.dropped += len(self.warnings[drop])
+                    drop += 1
+                del self.warnings[:drop]
+        if self.dropped and not dropped:
+            log.warning(
+                "job %r (%s) sends more than %d bytes of WORK_DATA or WORK_WARNING: the client keeps that much of each",
+                self.function,
+                self.handle,
+                MAX_KEPT,
+            )
 
     def result(self) -> bytes:
         """The job's output, or its error raised."""
@@ -583,10 +623,8 @@ class _Batch:
             result.error = JobException(packet["data"].decode("utf-8", "replace"), result.handle)
         elif command is Command.WORK_STATUS:
             result.status = (_to_int(packet["numerator"]), _to_int(packet["denominator"]))
-        elif command is Command.WORK_DATA:
-            result.partial.append(packet["data"])
-        elif command is Command.WORK_WARNING:
-            result.warnings.append(packet["data"])
+        elif command is Command.WORK_DATA or command is Command.WORK_WARNING:
+            result.keep(command, packet["data"])
 
     def lost(self, selector: selectors.BaseSelector, connection: Connection, exc: IslandoraJobError) -> None:
         """A connection broke mid-batch: re-queue what it had not acknowledged, fail what it was running."""

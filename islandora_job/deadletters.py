@@ -10,6 +10,10 @@ The rules that keep the store from losing failures in silence or filling the dis
 
 * reading (``list``, ``get``) opens the file read-only and never creates it: a ``list`` run as root before the first
   failure must not leave a root-owned database that the service user then cannot write;
+* a reader who may not write the directory can still read (see :meth:`DeadLetterStore._select`): the last close of a
+  WAL database removes its ``-wal`` and ``-shm`` files, and a ``mode=ro`` open must create the ``-shm`` again
+  (SQLITE_READONLY_DIRECTORY, "attempt to write a readonly database"); with no write-ahead log to read, the file is
+  then read as ``immutable``, checked for a writer's change around the read (tried again while a worker writes);
 * :meth:`DeadLetterStore.record` never raises and never waits long for a lock: a record it cannot write (disk full,
   locked, read-only, corrupt) is logged at ERROR with the function, handle, unique key and the first 4 KiB of the
   payload, and counted in the ``dead_letters_unrecorded`` metric; the job loop goes on;
@@ -21,13 +25,14 @@ The rules that keep the store from losing failures in silence or filling the dis
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from islandora_job import metrics
 from islandora_job.errors import IslandoraJobError
@@ -66,6 +71,10 @@ DEFAULT_MAX_PAYLOAD: Final = 1024 * 1024
 DEFAULT_LOCK_TIMEOUT: Final = 0.2
 #: How much of an unrecorded payload goes into the ERROR log line.
 LOGGED_PAYLOAD: Final = 4096
+#: How often a reader without write access tries again while a worker writes the store, and the pause that grows
+#: by this much each time (about 1.5 s in all: a worker's record takes milliseconds).
+_READ_ATTEMPTS: Final = 6
+_READ_PAUSE: Final = 0.1
 #: The metric event counted for each failure that could not be recorded.
 UNRECORDED_EVENT: Final = "dead_letters_unrecorded"
 PRUNED_EVENT: Final = "dead_letters_pruned"
@@ -164,25 +173,29 @@ class DeadLetterStore:
         error: str,
         attempts: int,
         failed_at: float | None = None,
+        payload_size: int | None = None,
     ) -> int:
         """Store one final failure and return its id; 0 when it could not be stored. Never raises.
 
         A failure that cannot be stored is logged at ERROR (function, handle, unique key, the first 4 KiB of the
         payload) and counted, so that it is never lost in silence, and the caller's job loop goes on.
+        ``payload_size`` is the job's real size when ``payload`` is only its head (an over-size job, whose payload
+        the worker skipped unread): the letter keeps it, so that it shows as cut and is not requeued.
         """
+        size = max(len(payload), payload_size or 0)
         row = (function, name, handle, unique, payload[: self.max_payload], error, attempts, failed_at or time.time())
         try:
             seen = _inode(self.path)
             try:
-                return self._insert(row, len(payload))
+                return self._insert(row, size)
             except sqlite3.DatabaseError as exc:
                 if not _corrupt(exc):
                     raise
                 if _inode(self.path) == seen:  # else another process of the pool has already replaced it
                     self._move_aside(exc)
-                return self._insert(row, len(payload))
+                return self._insert(row, size)
         except Exception as exc:  # whatever went wrong, the failure is logged, never raised
-            self._unrecorded(exc, function, name, handle, unique, payload)
+            self._unrecorded(exc, function, name, handle, unique, payload, size)
             return 0
 
     def _insert(self, row: tuple[object, ...], payload_size: int) -> int:
@@ -249,10 +262,12 @@ class DeadLetterStore:
         self._ready = False
         log.error("dead letters: %s is corrupt (%s): moved it to %s and started a new store", self.path, exc, aside)
 
-    def _unrecorded(self, exc: BaseException, function: str, name: str, handle: str, unique: str, data: bytes) -> None:
+    def _unrecorded(
+        self, exc: BaseException, function: str, name: str, handle: str, unique: str, data: bytes, size: int
+    ) -> None:
         metrics.count_event(UNRECORDED_EVENT)
         head = data[:LOGGED_PAYLOAD]
-        more = f" (first {LOGGED_PAYLOAD} of {len(data)} bytes)" if len(data) > LOGGED_PAYLOAD else ""
+        more = f" (first {len(head)} of {size} bytes)" if size > len(head) else ""
         log.error(
             "dead letter NOT recorded in %s (%s): function=%s job=%s handle=%s unique=%s payload%s=%s",
             self.path,
@@ -267,36 +282,71 @@ class DeadLetterStore:
 
     # -- reading (the CLI) --------------------------------------------------------------------------------------
 
-    @contextmanager
-    def _reader(self) -> Iterator[sqlite3.Connection | None]:
-        """A read-only connection, or None when there is no store yet (nothing is created)."""
-        if not os.path.exists(self.path):
-            yield None
-            return
+    def _query(self, options: str, query: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        """Run one query on a connection opened with the URI ``options``; sqlite's errors become one line."""
         try:
-            db = sqlite3.connect(f"file:{_uri_path(self.path)}?mode=ro", uri=True, timeout=5.0)
+            db = sqlite3.connect(f"file:{_uri_path(self.path)}?{options}", uri=True, timeout=5.0)
         except sqlite3.Error as exc:
             raise DeadLetterStoreError(f"{self.path}: cannot open the dead-letter store: {exc}") from None
         try:
-            yield db
+            return db.execute(query, params).fetchall()
         except sqlite3.Error as exc:
             if _corrupt(exc):
                 raise DeadLetterStoreError(f"{self.path}: the dead-letter store is corrupt ({exc})") from None
             if "no such table" in str(exc):  # an empty file: no dead letters yet
                 raise _NoTable from None
+            if getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")):
+                raise _WalIndexUnwritable(exc) from None
             raise DeadLetterStoreError(f"{self.path}: cannot read the dead-letter store: {exc}") from None
         finally:
             db.close()
 
     def _select(self, query: str, params: Sequence[object]) -> list[DeadLetter]:
+        """Read-only, never creating the store. A WAL database needs its ``-shm`` file even to be read: a reader
+        who may not create it (not the service user, the worker having closed the store) reads it immutable."""
+        if not os.path.exists(self.path):
+            return []
         try:
-            with self._reader() as db:
-                if db is None:
-                    return []
-                rows = db.execute(query, params).fetchall()
+            rows = self._read(query, params)
         except _NoTable:
             return []
         return [DeadLetter(*row) for row in rows]
+
+    def _read(self, query: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        """``mode=ro``; when that needs a ``-shm`` this user cannot create, the database file alone, as sqlite's
+        ``immutable`` reads it: no locks, no ``-shm``, no ``-wal``.
+
+        That is right only when no write-ahead log holds records (they would be missed). A worker recording a
+        letter meanwhile writes to a new ``-wal`` (with its ``-shm``: ``mode=ro`` can then use them), and changes the
+        file itself only when it checkpoints as it closes; a read during which the file changed is done again. After
+        a few tries, a ``-wal`` that still holds records (a worker died, its ``-shm`` gone) is one line naming it.
+        """
+        wal = self.path + "-wal"
+        for attempt in range(_READ_ATTEMPTS):
+            time.sleep(_READ_PAUSE * attempt)  # a worker's record takes milliseconds: let it finish
+            try:
+                return self._query("mode=ro", query, params)
+            except _WalIndexUnwritable as exc:
+                cause = exc.args[0]
+            if _size(wal):
+                continue
+            before = _fingerprint(self.path)
+            try:
+                rows = self._query("mode=ro&immutable=1", query, params)
+            except _WalIndexUnwritable as exc:
+                raise DeadLetterStoreError(f"{self.path}: cannot read the dead-letter store: {exc.args[0]}") from None
+            except DeadLetterStoreError:
+                if _fingerprint(self.path) == before:
+                    raise
+                continue  # read while a checkpoint wrote it: read again
+            if _fingerprint(self.path) == before:
+                return rows
+        if _size(wal):
+            raise DeadLetterStoreError(
+                f"{self.path}: cannot read the dead-letter store: its write-ahead log {wal} holds records and"
+                f" this user cannot create {self.path}-shm to read them ({cause}); run as the service user"
+            )
+        raise DeadLetterStoreError(f"{self.path}: the dead-letter store changed during every read; try again")
 
     def list(self, *, function: str | None = None, limit: int = 100, include_requeued: bool = True) -> list[DeadLetter]:
         query = f"SELECT {COLUMNS} FROM dead_letters"
@@ -328,6 +378,13 @@ class DeadLetterStore:
             what = "is corrupt" if _corrupt(exc) else "cannot be changed"
             raise DeadLetterStoreError(f"{self.path}: the dead-letter store {what} ({exc})") from None
 
+    def check_writable(self) -> None:
+        """Raise :class:`DeadLetterStoreError` unless this user may change the store: asked before an action that
+        cannot be taken back (a requeue submits a job, then marks its letter), so that it is refused whole."""
+        with self._manager() as db:
+            db.execute("BEGIN IMMEDIATE")  # takes the write lock: needs write access to the file and its -wal
+            db.execute("ROLLBACK")
+
     def mark_requeued(self, letter_id: int, handle: str) -> None:
         with self._manager() as db:
             db.execute(
@@ -337,6 +394,8 @@ class DeadLetterStore:
 
     def purge(self, ids: Sequence[int] = (), *, older_than: float | None = None, everything: bool = False) -> int:
         """Delete the given ids, or those that failed more than ``older_than`` seconds ago, or all."""
+        if older_than is not None and not 0 <= older_than < math.inf:  # -1 would mean all, nan none
+            raise ValueError(f"older_than must be a number of seconds, 0 or more: {older_than!r}")
         if not os.path.exists(self.path):
             return 0
         with self._manager() as db:
@@ -349,6 +408,23 @@ class DeadLetterStore:
             return int(cursor.rowcount)
 
 
+def _size(path: str) -> int:
+    """The size of a file, 0 when there is none."""
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _fingerprint(path: str) -> tuple[int, ...] | None:
+    """What changes when a file is replaced or written: inode, size, modification and change times."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
+
+
 def _inode(path: str) -> tuple[int, int] | None:
     try:
         stat = os.stat(path)
@@ -359,6 +435,11 @@ def _inode(path: str) -> tuple[int, int] | None:
 
 class _NoTable(Exception):
     """The file exists but has no table yet."""
+
+
+class _WalIndexUnwritable(IslandoraJobError):
+    """A read-only open needed to write (the WAL's ``-shm`` file, which this user cannot create); never escapes
+    :meth:`DeadLetterStore._select`, which reads the file immutable instead."""
 
 
 def _uri_path(path: str) -> str:

@@ -108,7 +108,9 @@ class NoEvents:
         pass
 
 
-FailureRecorder = Callable[[Assignment, str, Outcome], None]
+#: Records a final failure: the job, its name, the outcome and the payload's real size (an over-size job's data is
+#: only its head).
+FailureRecorder = Callable[[Assignment, str, Outcome, int], None]
 
 
 class Watchdog(threading.Thread):
@@ -554,7 +556,9 @@ class Worker:
         if answered_by_watchdog:  # pragma: no cover - the watchdog ends the process while holding the lock
             threading.Event().wait()
         if not outcome.ok and self.record_failure is not None:
-            self._record(assignment, name, outcome)  # before the failure is sent: the record must not be lost
+            # An over-size job's data is only its head: its real size is the packet's less the other arguments + NULs.
+            size = job.size - len(job.handle + job.function + job.unique) - 3 if isinstance(job, OversizeJob) else None
+            self._record(assignment, name, outcome, size)  # before the failure is sent: the record must not be lost
         link.results += link.proto.answer(self._answer(job.handle, outcome))  # sent with the next packet
         self.jobs_done += 1
         return _Done(name, assignment, outcome, time.monotonic() - started)
@@ -605,10 +609,10 @@ class Worker:
                 outcome.reason,
             )
 
-    def _record(self, assignment: Assignment, name: str, outcome: Outcome) -> None:
+    def _record(self, assignment: Assignment, name: str, outcome: Outcome, size: int | None = None) -> None:
         assert self.record_failure is not None
         try:
-            self.record_failure(assignment, name, outcome)
+            self.record_failure(assignment, name, outcome, len(assignment.data) if size is None else size)
         except Exception:
             log.exception("could not record the failure of job %s handle=%s", name, assignment.handle)
 

@@ -331,9 +331,11 @@ def cmd_version(args: argparse.Namespace) -> int:
         entry: dict[str, Any] = {"server": str(address), "error": None}
         try:
             with AdminClient(address) as admin:
-                print(f"{address}\t{escape_controls(admin.version())}")
+                version = admin.version()
         except IslandoraJobError as exc:
             entry["error"] = str(exc)
+        else:  # outside the try: a failed print is the output's failure (exit 5), not the server's
+            print(f"{address}\t{escape_controls(version)}")
         report.append(entry)
     return _unreachable_exit(report)
 

@@ -32,6 +32,13 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(exit_codes.USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
 
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        """``--help`` and ``--version`` exit 0 after writing to stdout, which may be full: argparse ignores an
+        OSError there, so flush it here (raising :class:`OutputFailed`, exit 5, as for any other output)."""
+        if status == 0:
+            sys.stdout.flush()
+        super().exit(status, message)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
@@ -123,8 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser()
         try:
             args = parser.parse_args(argv)  # argparse exits 2 with the usage line on bad arguments
-        except OutputFailed:
-            return exit_codes.USAGE
+        except OutputFailed as exc:  # --help or --version into a closed or full stdout
+            _complain(str(exc))
+            _silence_stdout()
+            return exit_codes.OUTPUT_FAILED
         try:
             code = int(args.handler(args))
             sys.stdout.flush()

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, Final
 
 from islandora_job import config as config_module
 from islandora_job import exit_codes, logsetup, runtime
 from islandora_job.client import JobClient, JobRequest
-from islandora_job.deadletters import DeadLetter, DeadLetterStore
+from islandora_job.deadletters import DeadLetter, DeadLetterStore, DeadLetterStoreError
 from islandora_job.errors import ConfigError, ConnectionLost, ProtocolError, ServerUnavailable
 
 
@@ -59,21 +60,21 @@ def register(commands: Any) -> None:
     actions = dead.add_subparsers(dest="action", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="recent dead letters, newest first")
     listing.add_argument("--function", metavar="NAME")
-    listing.add_argument("--limit", type=_positive_int, default=50)
+    listing.add_argument("--limit", type=_row_number, default=50)
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=cmd_dead_list)
     show = actions.add_parser("show", help="one dead letter, payload included")
-    show.add_argument("id", type=int)
+    show.add_argument("id", type=_row_number)
     show.set_defaults(handler=cmd_dead_show)
     requeue = actions.add_parser("requeue", help="submit dead letters again as background jobs")
-    requeue.add_argument("ids", type=int, nargs="+", metavar="ID")
+    requeue.add_argument("ids", type=_row_number, nargs="+", metavar="ID")
     requeue.add_argument("--server", action="append", default=[], metavar="HOST:PORT")
     requeue.set_defaults(handler=cmd_dead_requeue)
     purge = actions.add_parser("purge", help="delete dead letters")
     which = purge.add_mutually_exclusive_group(required=True)
-    which.add_argument("ids", type=int, nargs="*", default=[], metavar="ID")
+    which.add_argument("ids", type=_row_number, nargs="*", default=[], metavar="ID")
     which.add_argument("--all", action="store_true")
-    which.add_argument("--older-than", type=float, metavar="SECONDS")
+    which.add_argument("--older-than", type=_age, metavar="SECONDS")
     purge.set_defaults(handler=cmd_dead_purge)
 
 
@@ -189,6 +190,32 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 # --- dead-letters -----------------------------------------------------------------------------------------------------
 
 
+#: SQLite's largest integer: no dead letter's id (nor a useful --limit) is larger.
+MAX_ROW_NUMBER: Final = 2**63 - 1
+
+
+def _row_number(text: str) -> int:
+    """A dead letter's id or a ``--limit``: a whole number from 1 to SQLite's largest integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= MAX_ROW_NUMBER:
+        raise argparse.ArgumentTypeError(f"{text!r} must be from 1 to {MAX_ROW_NUMBER}")
+    return value
+
+
+def _age(text: str) -> float:
+    """``purge --older-than``: seconds, 0 or more. A negative age would purge every letter, ``nan`` none."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < math.inf:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number of seconds, 0 or more")
+    return value
+
+
 def _store(args: argparse.Namespace) -> DeadLetterStore:
     path = args.path or config_module.load(args.config).dead_letters.path
     if not path:
@@ -256,6 +283,7 @@ def cmd_dead_requeue(args: argparse.Namespace) -> int:
         except ConfigError:
             servers = servers_from_environment()
     status = exit_codes.OK
+    checked = False
     for letter_id in args.ids:
         letter = store.get(letter_id)
         if letter is None:
@@ -266,6 +294,13 @@ def cmd_dead_requeue(args: argparse.Namespace) -> int:
             print(f"islandora-job: dead letter {letter.id}: payload was cut when stored; not requeued", file=sys.stderr)
             status = exit_codes.JOB_FAILED
             continue
+        if not checked:  # a job is queued only if its letter can then be marked: a rerun must not queue it again
+            try:
+                store.check_writable()
+            except DeadLetterStoreError as exc:
+                print(f"islandora-job: {exc}; nothing requeued", file=sys.stderr)
+                return exit_codes.JOB_FAILED
+            checked = True
         request = JobRequest(letter.function, raw=letter.payload)
         try:
             with JobClient(servers) as client:
@@ -278,7 +313,16 @@ def cmd_dead_requeue(args: argparse.Namespace) -> int:
             status = exit_codes.JOB_FAILED
             continue
         handle = result.handle
-        store.mark_requeued(letter.id, handle)
+        try:
+            store.mark_requeued(letter.id, handle)
+        except DeadLetterStoreError as exc:  # the job is queued all the same: say which, so that nobody reruns it
+            print(
+                f"islandora-job: dead letter {letter.id} was requeued as job {handle} but not marked so ({exc});"
+                " do not requeue it again",
+                file=sys.stderr,
+            )
+            print(f"{letter.id}\t{handle}")
+            return exit_codes.JOB_FAILED
         print(f"{letter.id}\t{handle}")
     return status
 

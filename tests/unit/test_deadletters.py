@@ -131,6 +131,23 @@ def test_payloads_are_capped_and_the_store_stays_under_its_size(
     assert any("pruned" in message and "cap" in message for message in caplog.messages)
 
 
+def test_a_letter_of_which_only_the_head_was_read_keeps_the_real_size(tmp_path: Path) -> None:
+    """An over-size job: the worker skipped its payload and has only the first 4 KiB; the letter says how big the
+    job was, shows as cut, and is not requeued (tests/integration/test_cli_exits.py has the whole pool)."""
+    store = DeadLetterStore(str(tmp_path / "dl.sqlite3"))
+    letter = store.get(_record(store, 1, b"x" * 4096, payload_size=70_000_000))
+    assert letter is not None and letter.payload_size == 70_000_000 and letter.truncated
+
+
+@pytest.mark.parametrize("age", [-1.0, float("nan"), float("inf")])
+def test_purge_refuses_an_age_that_would_purge_all_or_nothing(tmp_path: Path, age: float) -> None:
+    store = DeadLetterStore(str(tmp_path / "dl.sqlite3"))
+    assert _record(store, 1)
+    with pytest.raises(ValueError, match="older_than"):
+        store.purge(older_than=age)
+    assert len(store.list()) == 1
+
+
 def test_rows_past_the_retention_are_pruned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     store = DeadLetterStore(str(tmp_path / "dl.sqlite3"), max_age=3600)
     _record(store, 1, failed_at=time.time() - 7200)
