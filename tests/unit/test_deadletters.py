@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,8 +18,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import gearman
 import pytest
 
+import islandora_job
 from islandora_job import metrics
 from islandora_job.cli.main import main
 from islandora_job.deadletters import DeadLetterStore
@@ -77,13 +80,22 @@ def _list_as_nobody(state: Path) -> None:
     state.chmod(0o755)
     for file in state.iterdir():
         file.chmod(0o644)
+    # nobody may not reach the venv (under /root on a fresh host): run the system interpreter the venv was made
+    # from on a readable copy of the package and of pygearman.
+    code = state.parent / "code"
+    for package in (islandora_job, gearman):
+        shutil.copytree(Path(package.__file__).parent, code / package.__name__)
+    for directory in (code, *code.rglob("*")):
+        directory.chmod(0o755 if directory.is_dir() else 0o644)
+    command = ["dead-letters", "--path", str(path), "list", "--json"]
     cli = subprocess.run(
-        [sys.executable, "-m", "islandora_job.cli.main", "dead-letters", "--path", str(path), "list", "--json"],
+        [os.path.realpath(sys.executable), "-m", "islandora_job.cli.main", *command],
         capture_output=True,
         text=True,
         timeout=60,
         user="nobody",
-        env={**os.environ, "HOME": "/"},
+        env={"HOME": "/", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(code)},
+        cwd="/",
     )
     assert cli.returncode == 0, cli.stderr
     assert [letter["handle"] for letter in json.loads(cli.stdout)] == ["H:host:1"]
