@@ -41,6 +41,20 @@ def keepalive_timers(dead_peer: float | None) -> tuple[int, int, int]:
     return max(1, round(dead_peer) - KEEPALIVE_COUNT * interval), interval, KEEPALIVE_COUNT
 
 
+def tune_socket(sock: socket.socket, dead_peer: float | None = None) -> None:
+    """The options every Gearman connection of ours gets, client or worker: no Nagle delay, and keepalive so that
+    a peer whose host died is noticed (within ``dead_peer`` seconds when given, see :func:`keepalive_timers`)."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_KEEPIDLE"):
+        idle, interval, count = keepalive_timers(dead_peer)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
+        if dead_peer is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(dead_peer * 1000))
+
+
 class ConnectFailed(IslandoraJobError, OSError):
     """Connecting to one server failed; ``reason`` is short enough for a one-line summary of all servers.
 
@@ -101,15 +115,7 @@ class Connection:
             sock = socket.create_connection((self.address.host, self.address.port), timeout=self.connect_timeout)
         except OSError as exc:
             raise ConnectFailed(self.address, describe_os_error(exc)) from exc
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        if hasattr(socket, "TCP_KEEPIDLE"):
-            idle, interval, count = keepalive_timers(self.dead_peer)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
-            if self.dead_peer is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.dead_peer * 1000))
+        tune_socket(sock, self.dead_peer)
         sock.settimeout(None)
         seconds, fraction = divmod(max(self.io_timeout, 0.001), 1.0)
         timeval = struct.pack("@ll", int(seconds), int(fraction * 1_000_000))

@@ -23,7 +23,7 @@ from typing import Final
 from islandora_job.address import ServerAddress, host_problem
 from islandora_job.backoff import Backoff, Throttle
 from islandora_job.codec import DEFAULT_MAX_PACKET
-from islandora_job.connection import KEEPALIVE_COUNT, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, describe_os_error
+from islandora_job.connection import describe_os_error, tune_socket
 from islandora_job.errors import ConnectionLost
 from islandora_job.worker_protocol import WorkerProtocol
 
@@ -121,12 +121,7 @@ class ServerLink:
         if code:
             raise OSError(code, os.strerror(code))
         sock = self.sock
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        if hasattr(socket, "TCP_KEEPIDLE"):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+        tune_socket(sock)
         self.connecting = False
         self.asked_at = now
         self.due = now + answer_timeout
