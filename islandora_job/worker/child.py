@@ -1,4 +1,4 @@
-"""Entry point of one worker process, started by the pool supervisor: ``python -m islandora_job.child``.
+"""Entry point of one worker process, started by the pool supervisor: ``python -m islandora_job.worker.child``.
 
 The supervisor writes the configuration (one JSON line) to the child's stdin and keeps that pipe open: end of file
 on stdin means the supervisor is gone, and the child stops as on SIGTERM. The child reports to the supervisor on
@@ -15,7 +15,7 @@ taking jobs, re-parented to PID 1. So the child asks the kernel for :data:`SUPER
 dies (``PR_SET_PDEATHSIG``, kept across the exec that started us), and checks ``getppid()`` once after asking, for a
 supervisor that died before that. The signal is a catchable one, not SIGKILL, because the child must kill the
 process groups of its running commands first (each runs in its own session, so it would outlive us): the handler
-calls :func:`islandora_job.bridge.kill_command_groups` and exits at once, like a cold stop (gearmand requeues the
+calls :func:`islandora_job.worker.bridge.kill_command_groups` and exits at once, like a cold stop (gearmand requeues the
 job in hand). A command's own ``PR_SET_PDEATHSIG`` would reach only its first process, not drush's php, and would
 need a ``preexec_fn`` in a threaded process. The handler runs in the main thread between bytecodes, so a Python job
 stuck in C code holding the GIL delays it; the end of file on stdin stays as a second, slower way to stop.
@@ -34,17 +34,18 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from islandora_job import config as config_module
-from islandora_job import exit_codes, logsetup, runtime
-from islandora_job.bridge import kill_command_groups
-from islandora_job.deadletters import DeadLetterStore
-from islandora_job.deadlines import DeadlineSlot
+from islandora_job import exit_codes, logsetup
 from islandora_job.errors import ConfigError
-from islandora_job.metrics import JobStats
-from islandora_job.router import Assignment, Outcome
-from islandora_job.worker import FailureRecorder, Worker
+from islandora_job.worker import config as config_module
+from islandora_job.worker import runtime
+from islandora_job.worker.bridge import kill_command_groups
+from islandora_job.worker.deadletters import DeadLetterStore
+from islandora_job.worker.deadlines import DeadlineSlot
+from islandora_job.worker.metrics import JobStats
+from islandora_job.worker.process import FailureRecorder, Worker
+from islandora_job.worker.router import Assignment, Outcome
 
-log = logging.getLogger("islandora_job.child")
+log = logging.getLogger("islandora_job.worker.child")
 
 STATS_INTERVAL = 1.0
 #: prctl(2): the signal the kernel sends us when the thread that forked us (the supervisor's main thread) ends.
@@ -145,7 +146,7 @@ def die_with_supervisor(supervisor: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="islandora_job.child")
+    parser = argparse.ArgumentParser(prog="islandora_job.worker.child")
     parser.add_argument("--status-fd", type=int, default=None)
     parser.add_argument("--functions", default=None, help="JSON list: serve only these jobs or functions")
     parser.add_argument("--lifetime", type=float, default=None)
@@ -161,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_module.from_json(line.decode())
     except (ValueError, KeyError, ConfigError) as exc:
-        print(f"islandora_job.child: bad configuration from the supervisor: {exc}", file=sys.stderr)
+        print(f"islandora_job.worker.child: bad configuration from the supervisor: {exc}", file=sys.stderr)
         return exit_codes.USAGE
     if args.check:
         try:
