@@ -81,6 +81,17 @@ def test_the_worker_side_does_not_import_the_command_line(path: Path) -> None:
     assert not wrong, f"{path.relative_to(PACKAGE.parent)} imports the command line: {', '.join(wrong)}"
 
 
+#: The modules that hold protocol logic without I/O (docs/architecture.md, rule 2), and what they must not import.
+NO_IO = ["codec.py", "worker/protocol.py", "worker/router.py"]
+IO_MODULES = {"socket", "select", "selectors", "time", "threading", "subprocess", "asyncio"}
+
+
+@pytest.mark.parametrize("name", NO_IO)
+def test_the_protocol_logic_imports_no_io(name: str) -> None:
+    wrong = sorted(imported(PACKAGE / name) & IO_MODULES)
+    assert not wrong, f"islandora_job/{name} holds protocol logic without I/O, yet imports {', '.join(wrong)}"
+
+
 def test_the_reader_sees_relative_nested_and_guarded_imports() -> None:
     """The import reader itself, so that the tests above cannot pass by reading nothing."""
     source = """
