@@ -1,4 +1,4 @@
-"""Where a worker process's time goes: the real ``Worker`` (as ``islandora_job.child`` builds it) under pyinstrument.
+"""Where a worker process's time goes: the real ``Worker`` (as ``islandora_job.worker.child`` builds it), profiled.
 
 ``python -m benchmarks.profile_worker [--jobs N] [--level INFO|WARNING] [--mode fg|bg] [--bridge]``: starts
 gearmand on loopback, queues or streams N no-op jobs from a separate process, runs one worker in this process
@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 from benchmarks.common import NOP_PAYLOAD, PYTHON, LoadClient, Processes, worker_config
-from islandora_job import config as config_module
-from islandora_job import logsetup, runtime
-from islandora_job.worker import Worker
+from islandora_job import logsetup
+from islandora_job.worker import config as config_module
+from islandora_job.worker import runtime
+from islandora_job.worker.process import Worker
 from tests.support.gearmand import Gearmand
 
 LOAD = """

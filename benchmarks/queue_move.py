@@ -1,4 +1,4 @@
-"""The rate of ``islandora-job queue move`` (issue 16), against the rate of submitting the same jobs.
+"""The rate of ``islandora-job queue move``, against the rate of submitting the same jobs.
 
 ``python -m benchmarks.queue_move --jobs 100000 --queue builtin`` queues JOBS background jobs (three priorities,
 each with its own unique key, two functions) on a source gearmand, moves them with the real command to a target

@@ -1,4 +1,4 @@
-"""The benchmarks of issue 6, in one invocation: ``python -m benchmarks.run [--quick]`` (``make bench``).
+"""The worker runtime's benchmarks, in one invocation: ``python -m benchmarks.run [--quick]`` (``make bench``).
 
 Against gearmand 1.1.20 on 127.0.0.1 it measures, contenders interleaved round by round in one process tree
 (every worker started once and idle between its turns), medians over the rounds, and ratios to the raw ceiling:
@@ -16,6 +16,10 @@ A full run writes the generated section of ``docs/benchmarks.md`` (between the `
 in ``docs/img/`` (``--no-write``: print only). ``--quick`` (3 rounds, fewer jobs, 3 payload sizes) takes under a
 minute here and only prints, so that everyday runs do not replace the committed figures (``--write`` to write).
 Nothing is asserted: figures only.
+
+This module measures and nothing else: what it measured is a :class:`~benchmarks.figures.Figures`
+(``--save-figures FILE`` keeps it as JSON), which :mod:`benchmarks.report` turns into the Markdown section (a
+template, with the goals from ``benchmarks/goals.toml``) and :mod:`benchmarks.charts` into the charts.
 """
 
 from __future__ import annotations
@@ -35,9 +39,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from benchmarks import charts, report
 from benchmarks.common import (
     NOP_PAYLOAD,
     PYGEARMAN_WORKER,
@@ -53,20 +59,13 @@ from benchmarks.common import (
     wait_workers,
     worker_config,
 )
+from benchmarks.figures import Contender, DeployRun, Figures, PayloadRow, QueueRow
 from tests.support.gearmand import Gearmand, free_port
 
 REPO = Path(__file__).resolve().parents[1]
-DOC = REPO / "docs" / "benchmarks.md"
-IMG = REPO / "docs" / "img"
-BEGIN, END = "<!-- BEGIN benchmarks/run.py: generated, do not edit by hand -->", "<!-- END benchmarks/run.py -->"
 CPUS = os.cpu_count() or 2
 WAL_TOOL = REPO / "roles" / "gearman_server" / "files" / "gearman-server-sqlite-wal"
 QUEUES = ["builtin", "sqlite-wal", "sqlite", "sqlite-on-shutdown", "redis", "postgres", "mysql"]
-QUEUE_LABELS = {
-    "sqlite-wal": "sqlite, WAL mode (the role's default)",
-    "sqlite": "sqlite, rollback journal (before issue 15)",
-    "sqlite-on-shutdown": "sqlite, --store-queue-on-shutdown (opt-in: kill -9 loses the queue)",
-}
 
 
 @dataclass
@@ -105,28 +104,18 @@ def settings(quick: bool, queues: list[str] | None) -> Settings:
     )
 
 
-# --- contenders ----------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Contender:
-    key: str
-    label: str
-    function: str
-    processes: int
-    per_job_process: bool = False  # a process per job: fewer jobs per round
-    fg: list[float] = field(default_factory=list)
-    bg: list[float] = field(default_factory=list)
-    latency: list[float] = field(default_factory=list)
+# --- measuring ----------------------------------------------------------------------------------------------------
 
 
 class Bench:
+    """The sections of a run; each one fills its part of :attr:`fig`."""
+
     def __init__(self, options: Settings, workdir: Path) -> None:
         self.s = options
         self.workdir = workdir
         self.procs = Processes()
-        self.results: dict[str, object] = {}
-        self.notes: list[str] = []
+        self.fig = Figures(options.quick, options.rounds, options.jobs, options.cli_jobs, options.queue_jobs, CPUS)
+        self.notes = self.fig.notes
 
     def log(self, message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -201,7 +190,7 @@ class Bench:
             finally:
                 client.close()
                 self.procs.stop_all()
-            self.results["dispatch"] = contenders
+            self.fig.dispatch = contenders
 
     def bridge(self) -> None:
         with self._gearmand("bridge") as server:
@@ -224,7 +213,7 @@ class Bench:
             finally:
                 client.close()
                 self.procs.stop_all()
-            self.results["bridge"] = rates
+            self.fig.bridge = rates
             self.log("bridge done")
 
     def payload_sweep(self) -> None:
@@ -238,14 +227,12 @@ class Bench:
             try:
                 for size in self.s.sizes:
                     data = b"x" * size
-                    payload = (
-                        json.dumps({"func": "echo", "args": ["x" * (size - 40)]}).encode()
-                        if size > 100
-                        else NOP_PAYLOAD
-                    )
+                    # The echo job's own payload at every size: the function decides the job, so a payload
+                    # naming another job (nop) would be refused and the row would time failures.
+                    payload = json.dumps({"func": "echo", "args": ["x" * max(0, size - 40)]}).encode()
                     jobs = max(30, min(self.s.jobs // 2, (30 if self.s.quick else 100) * 1_000_000 // size // 10))
                     window = max(2, min(200, 16_000_000 // size))
-                    row: dict[str, object] = {"size": size, "jobs": jobs}
+                    row: dict[str, Any] = {"size": size, "jobs": jobs}
                     for key, function, body, root in (
                         ("raw", "sweep_raw", data, raw.pid),
                         ("ij_raw", "sw_echo_raw", data, pool.pid),
@@ -265,18 +252,20 @@ class Bench:
                             max((s[1] for s in sampler.samples), default=0) or sampler.peak_process_kb
                         ) / 1024
                     row["gearmand_rss_mb"] = _rss_mb(server.process.pid if server.process else 0)
-                    rows.append(row)
+                    rows.append(PayloadRow(**row))
                     self.log(f"payload {size} B done")
             finally:
                 client.close()
                 self.procs.stop_all()
-        self.results["payload"] = rows
+        self.fig.payload = rows
 
     def queue_types(self) -> None:
         """Every queue type's gearmand (and back-end) started first, then measured round by round in rotating order,
         so that the rows of one run share the machine's state (the sqlite rows above all: WAL against the rollback
-        journal is the comparison of issue 15)."""
-        rows: dict[str, dict[str, object]] = {}
+        journal is a ratio of two rows)."""
+        submit: dict[str, list[float]] = {queue: [] for queue in self.s.queues}
+        complete: dict[str, list[float]] = {queue: [] for queue in self.s.queues}
+        errors: dict[str, str] = {}
         live: list[tuple[str, Gearmand, LoadClient]] = []
         with contextlib.ExitStack() as stack:
             try:
@@ -289,34 +278,33 @@ class Bench:
                         client = LoadClient(server.port)
                         stack.callback(client.close)
                         live.append((queue, server, client))
-                        rows[queue] = {"queue": queue, "submit": [], "complete": []}
                     except Exception as exc:  # a back-end that cannot start is reported, not fatal
-                        rows[queue] = {"queue": queue, "error": f"{type(exc).__name__}: {exc}"}
+                        errors[queue] = f"{type(exc).__name__}: {exc}"
                         self.log(f"queue {queue}: {exc}")
                 for round_no in range(max(1, self.s.rounds - 1)):
                     shift = round_no % max(1, len(live))
                     for queue, server, client in live[shift:] + live[:shift]:
                         n = self.s.queue_jobs
                         tag = b"r%d" % round_no
-                        row = rows[queue]
-                        if "error" in row:
+                        if queue in errors:
                             continue
                         try:
-                            row["submit"].append(n / client.background(b"nobody", NOP_PAYLOAD, n, unique=tag))  # type: ignore[attr-defined]
+                            submit[queue].append(n / client.background(b"nobody", NOP_PAYLOAD, n, unique=tag))
                             started = time.monotonic()
                             client.background(b"nop", NOP_PAYLOAD, n, unique=tag)
-                            row["complete"].append(n / (wait_drained(server.port, "nop") - started))  # type: ignore[attr-defined]
+                            complete[queue].append(n / (wait_drained(server.port, "nop") - started))
                         except Exception as exc:  # reported in its row; the other queue types go on
-                            row["error"] = f"round {round_no + 1}: {type(exc).__name__}: {exc}"
-                            self.log(f"queue {queue}: {row['error']}")
+                            errors[queue] = f"round {round_no + 1}: {type(exc).__name__}: {exc}"
+                            self.log(f"queue {queue}: {errors[queue]}")
                     self.log(f"queue round {round_no + 1}/{max(1, self.s.rounds - 1)} done")
             finally:
                 self.procs.stop_all()
-        for row in rows.values():
-            if "error" not in row:
-                row["submit"] = statistics.median(row["submit"])  # type: ignore[arg-type]
-                row["complete"] = statistics.median(row["complete"])  # type: ignore[arg-type]
-        self.results["queues"] = [rows[q] for q in self.s.queues]
+        self.fig.queues = [
+            QueueRow(queue, error=errors[queue])
+            if queue in errors
+            else QueueRow(queue, statistics.median(submit[queue]), statistics.median(complete[queue]))
+            for queue in self.s.queues
+        ]
 
     # -- servers --
 
@@ -335,9 +323,9 @@ class Bench:
             done = subprocess.run([playbook, "site.yml"], cwd=REPO, capture_output=True, text=True)
             seconds = time.monotonic() - started
             changed = re.findall(r"changed=(\d+)", done.stdout)
-            runs.append({"label": label, "seconds": seconds, "rc": done.returncode, "changed": sum(map(int, changed))})
+            runs.append(DeployRun(label, seconds, done.returncode, sum(map(int, changed))))
             self.log(f"deploy {label}: {seconds:.1f} s, rc {done.returncode}")
-        self.results["deployment"] = runs
+        self.fig.deployment = runs
 
     @contextlib.contextmanager
     def _gearmand(self, name: str, extra: list[str] | None = None) -> Iterator[Gearmand]:
@@ -356,7 +344,7 @@ class Bench:
         base.mkdir()
         if queue == "builtin":
             yield []
-        elif queue == "sqlite":  # created by gearmand: rollback journal (the role's queue before issue 15)
+        elif queue == "sqlite":  # created by gearmand: rollback journal (gearmand's own default)
             yield ["-q", "libsqlite3", f"--libsqlite3-db={base / 'queue.sqlite3'}"]
         elif queue == "sqlite-wal":  # created in WAL mode by the role's own tool, as the role does
             db = base / "queue.sqlite3"
@@ -501,16 +489,7 @@ def _rss_mb(pid: int) -> float:
     return rss_kb(pid) / 1024 if pid else 0.0
 
 
-# --- report --------------------------------------------------------------------------------------------------------
-
-
-def _median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+# --- the run ---------------------------------------------------------------------------------------------------
 
 
 def versions() -> dict[str, str]:
@@ -538,247 +517,6 @@ def versions() -> dict[str, str]:
     }
 
 
-def render(bench: Bench, started: float) -> str:
-    s = bench.s
-    lines = [BEGIN, ""]
-    m = machine()
-    v = versions()
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines += [
-        f"## Worker runtime (issue 6): `python -m benchmarks.run{' --quick' if s.quick else ''}`",
-        "",
-        f"Generated {when} in {time.monotonic() - started:.0f} s ({'quick' if s.quick else 'full'} mode: "
-        f"{s.rounds} rounds, medians). Machine: {m['cpu']}, {m['memory']}, Linux {m['kernel']}, Python "
-        f"{m['python']}, load average at the end {m['load']} (the machine is shared: read the ratios).",
-        f"Versions: {v['gearmand']}; islandora-job {v['islandora-job']}; pygearman {v['pygearman']}; {v['redis']}; "
-        f"{v['postgres']}; {v['mariadb']}.",
-        "",
-    ]
-    contenders: list[Contender] = bench.results.get("dispatch", [])  # type: ignore[assignment]
-    if contenders:
-        ceiling = contenders[0]
-        fg0, bg0 = _median(ceiling.fg), _median(ceiling.bg)
-        lines += [
-            '### Dispatch throughput (no-op jobs, 24-byte payload `{"func":"nop","args":[]}`)',
-            "",
-            f"Foreground: {s.jobs:,} jobs per round with 200 in flight; background: {s.jobs:,} jobs queued in one "
-            f"burst, timed until gearmand's queue is empty ({s.cli_jobs:,} for the process-per-job worker). "
-            "Ratios are to the 1-process raw worker of the same round set; *per process* divides by the processes.",
-            "",
-            "| worker | foreground jobs/s | ratio | per process | background jobs/s | ratio |",
-            "|---|---:|---:|---:|---:|---:|",
-        ]
-        for c in contenders:
-            fg, bg = _median(c.fg), _median(c.bg)
-            lines.append(
-                f"| {c.label} | {fg:,.0f} | {fg / fg0:.2f} | {fg / fg0 / c.processes:.2f} | "
-                f"{bg:,.0f} | {bg / bg0:.2f} |"
-            )
-        by = {c.key: c for c in contenders}
-        ij1, pyg, cli = _median(by["ij1"].fg), _median(by["pyg"].fg), _median(by["cli"].fg)
-        lines += [
-            "",
-            f"Goals: islandora-job 1 process = {ij1 / fg0:.0%} of the raw ceiling (goal ≥ 60%), "
-            f"{ij1 / pyg:.1f}x pygearman (goal ≥ 2x), {ij1 / cli:.0f}x the process-per-job CLI (goal ≥ 10x); "
-            f"{CPUS} processes scale x{_median(by['ijN'].fg) / ij1:.2f} (raw: x{_median(by['raw2'].fg) / fg0:.2f}).",
-            "",
-            "![dispatch throughput](img/dispatch.png)",
-            "",
-            "### Foreground round trip, one job at a time",
-            "",
-            "| worker | p50 ms | p95 ms | p99 ms | samples |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        for c in contenders:
-            lines.append(
-                f"| {c.label} | {_pct(c.latency, 0.5) * 1e3:.3f} | {_pct(c.latency, 0.95) * 1e3:.3f} | "
-                f"{_pct(c.latency, 0.99) * 1e3:.3f} | {len(c.latency):,} |"
-            )
-        lines += ["", "![latency](img/latency.png)", ""]
-    queues = bench.results.get("queues")
-    if queues:
-        lines += [
-            "### Background jobs per queue type (islandora-job worker, "
-            f"{CPUS} processes; {s.queue_jobs:,} jobs, each with its own unique key)",
-            "",
-            "Submission: pipelined SUBMIT_JOB_BG to a function no worker serves, until every JOB_CREATED. "
-            "Completion: the same burst to the worker's function, timed from the first submission until gearmand's "
-            "queue is empty. Back-ends started for the run with their default durability (fsync on); every gearmand "
-            "started before the first round, the queue types measured in rotating order round by round.",
-            "",
-            "| queue | submitted jobs/s | submitted + completed jobs/s | vs builtin |",
-            "|---|---:|---:|---:|",
-        ]
-        base = next((q["complete"] for q in queues if q.get("queue") == "builtin" and "complete" in q), None)  # type: ignore[union-attr,index]
-        for q in queues:  # type: ignore[union-attr]
-            if "error" in q:
-                lines.append(f"| {QUEUE_LABELS.get(q['queue'], q['queue'])} | not measured: {q['error']} | | |")
-            else:
-                ratio = f"{q['complete'] / base:.3f}" if base else "-"
-                label = QUEUE_LABELS.get(q["queue"], q["queue"])
-                lines.append(f"| {label} | {q['submit']:,.0f} | {q['complete']:,.0f} | {ratio} |")
-        by_queue = {q["queue"]: q for q in queues if "error" not in q}  # type: ignore[union-attr,index]
-        if "sqlite-wal" in by_queue and "sqlite" in by_queue:
-            wal, journal = by_queue["sqlite-wal"], by_queue["sqlite"]
-            lines += [
-                "",
-                f"WAL / rollback journal, side by side in this run: x{wal['submit'] / journal['submit']:.1f} "  # type: ignore[operator]
-                f"for submissions (goal of issue 15: x3 or more), x{wal['complete'] / journal['complete']:.1f} "  # type: ignore[operator]
-                "for submitted + completed.",
-            ]
-        lines += ["", "![queue types](img/queues.png)", ""]
-    bridge = bench.results.get("bridge")
-    if bridge:
-        b, c = _median(bridge["bridge_cat"]), _median(bridge["cli_cat"])  # type: ignore[index]
-        lines += [
-            "### The command bridge against `gearman -w` (both run `cat` once per job, 1 process)",
-            "",
-            "| worker | jobs/s | ms per job |",
-            "|---|---:|---:|",
-            f'| `[[command_jobs]]` argv = ["cat"] | {b:,.0f} | {1e3 / b:.2f} |',
-            f"| `gearman -w -f NAME -- cat` | {c:,.0f} | {1e3 / c:.2f} |",
-            "",
-            f"Overhead of the bridge per job: {1e3 / b - 1e3 / c:+.2f} ms ({b / c:.2f}x the CLI's throughput).",
-            "",
-        ]
-    payload = bench.results.get("payload")
-    if payload:
-        lines += [
-            "### Payload size sweep (foreground echo, 1 process)",
-            "",
-            'raw: the raw worker echoing bytes; `payload="raw"` job: islandora-job passing the bytes through; '
-            'islandora payload: a JSON payload `{"func":"echo","args":["xxx…"]}` decoded and its string '
-            "returned. RSS: peak of the worker process during that size's runs (sampled every 20 ms).",
-            "",
-            '| size | raw jobs/s | raw MB/s | raw RSS MiB | `payload="raw"` jobs/s | ratio | RSS MiB | '
-            "islandora payload jobs/s | ratio | RSS MiB | gearmand RSS MiB |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for r in payload:  # type: ignore[union-attr]
-            lines.append(
-                f"| {_size(r['size'])} | {r['raw']:,.0f} | {r['raw'] * r['size'] / 1e6:,.1f} | {r['raw_rss_mb']:.1f} | "
-                f"{r['ij_raw']:,.0f} | {r['ij_raw'] / r['raw']:.2f} | {r['ij_raw_rss_mb']:.1f} | "
-                f"{r['ij_json']:,.0f} | {r['ij_json'] / r['raw']:.2f} | {r['ij_json_rss_mb']:.1f} | "
-                f"{r['gearmand_rss_mb']:.1f} |"
-            )
-        lines += ["", "![payload sweep](img/payload.png)", ""]
-    deployment = bench.results.get("deployment")
-    if isinstance(deployment, list):
-        lines += [
-            "### Deployment: `ansible-playbook site.yml` on this machine (what `make deploy` runs)",
-            "",
-            "The machine already had the Debian packages (the test suite installs them); the first run builds the",
-            "wheelhouse and installs a release if the code changed since the last deploy.",
-            "",
-            "| run | seconds | exit status | tasks changed |",
-            "|---|---:|---:|---:|",
-        ]
-        lines += [f"| {r['label']} | {r['seconds']:.1f} | {r['rc']} | {r['changed']} |" for r in deployment]
-        lines.append("")
-    if bench.notes:
-        lines += ["Notes of this run: " + "; ".join(bench.notes), ""]
-    lines.append(END)
-    return "\n".join(lines)
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("MB", 1_000_000), ("kB", 1000)):
-        if n >= scale:
-            return f"{n / scale:g} {unit}"
-    return f"{n} B"
-
-
-def charts(bench: Bench) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    IMG.mkdir(parents=True, exist_ok=True)
-    contenders: list[Contender] = bench.results.get("dispatch", [])  # type: ignore[assignment]
-    if contenders:
-        labels = [c.key for c in contenders]
-        x = range(len(contenders))
-        fig, ax = plt.subplots(figsize=(9, 4.5))
-        ax.bar([i - 0.2 for i in x], [_median(c.fg) for c in contenders], 0.4, label="foreground")
-        ax.bar([i + 0.2 for i in x], [_median(c.bg) for c in contenders], 0.4, label="background")
-        ax.set_xticks(list(x), labels)
-        ax.set_ylabel("jobs/s (median)")
-        ax.set_title("Dispatch throughput, no-op jobs, gearmand 1.1.20 on loopback")
-        ax.legend()
-        ax.text(
-            0.99,
-            0.97,
-            "raw1/2: raw socket; ij1/ijN/ij1w: islandora-job; pyg: pygearman; cli: gearman -w cat",
-            transform=ax.transAxes,
-            ha="right",
-            va="top",
-            fontsize=7,
-        )
-        fig.tight_layout()
-        fig.savefig(IMG / "dispatch.png", dpi=100)
-        plt.close(fig)
-        fig, ax = plt.subplots(figsize=(9, 4.5))
-        for offset, (q, name) in zip((-0.25, 0, 0.25), ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")), strict=True):
-            ax.bar([i + offset for i in x], [_pct(c.latency, q) * 1e3 for c in contenders], 0.25, label=name)
-        ax.set_xticks(list(x), labels)
-        ax.set_yscale("log")
-        ax.set_ylabel("round trip, ms (log)")
-        ax.set_title("Foreground round trip, one job at a time")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(IMG / "latency.png", dpi=100)
-        plt.close(fig)
-    queues = [q for q in bench.results.get("queues", []) if "error" not in q]  # type: ignore[union-attr,operator]
-    if queues:
-        fig, ax = plt.subplots(figsize=(8, 4.5))
-        x = range(len(queues))
-        ax.bar([i - 0.2 for i in x], [q["submit"] for q in queues], 0.4, label="submitted/s")
-        ax.bar([i + 0.2 for i in x], [q["complete"] for q in queues], 0.4, label="submitted+completed/s")
-        ax.set_xticks(list(x), [q["queue"] for q in queues])
-        ax.set_yscale("log")
-        ax.set_ylabel("jobs/s (log)")
-        ax.set_title("Background jobs per gearmand queue type")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(IMG / "queues.png", dpi=100)
-        plt.close(fig)
-    payload = bench.results.get("payload")
-    if payload:
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
-        sizes = [r["size"] for r in payload]  # type: ignore[union-attr,index]
-        for key, name in (
-            ("raw", "raw worker"),
-            ("ij_raw", 'islandora-job payload="raw"'),
-            ("ij_json", "islandora-job JSON payload"),
-        ):
-            ax1.plot(sizes, [r[key] for r in payload], marker="o", label=name)  # type: ignore[union-attr,index]
-            ax2.plot(sizes, [r[key + "_rss_mb"] for r in payload], marker="o", label=name)  # type: ignore[union-attr,index]
-        for ax in (ax1, ax2):
-            ax.set_xscale("log")
-            ax.set_xlabel("payload bytes")
-            ax.legend(fontsize=8)
-        ax1.set_yscale("log")
-        ax1.set_ylabel("jobs/s")
-        ax1.set_title("Throughput by payload size")
-        ax2.set_ylabel("peak RSS of the worker process, MiB")
-        ax2.set_title("Memory by payload size")
-        fig.tight_layout()
-        fig.savefig(IMG / "payload.png", dpi=100)
-        plt.close(fig)
-
-
-def write_doc(section: str) -> None:
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.write_text(text)
-
-
 SECTIONS: dict[str, Callable[[Bench], None]] = {
     "dispatch": Bench.dispatch_and_latency,
     "bridge": Bench.bridge,
@@ -795,6 +533,7 @@ def main() -> int:
     parser.add_argument("--queues", help=f"comma-separated queue types (default: {','.join(QUEUES)})")
     parser.add_argument("--no-write", action="store_true", help="print the section, do not touch docs/")
     parser.add_argument("--write", action="store_true", help="with --quick: write docs/ too (a full run always does)")
+    parser.add_argument("--save-figures", type=Path, help="also keep the figures as JSON (python -m benchmarks.report)")
     options = parser.parse_args()
     s = settings(options.quick, options.queues.split(",") if options.queues else None)
     started = time.monotonic()
@@ -810,12 +549,18 @@ def main() -> int:
                 section(bench)
         finally:
             bench.procs.stop_all()
-    text = render(bench, started)
+    fig = bench.fig
+    fig.machine, fig.versions = machine(), versions()
+    fig.generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    fig.seconds = time.monotonic() - started
+    if options.save_figures:
+        fig.save(options.save_figures)
+    text = report.render(fig)
     print(text)
     if not options.no_write and (options.write or not options.quick):
-        write_doc(text)
-        charts(bench)
-        print(f"wrote {DOC.relative_to(REPO)} and docs/img/*.png", file=sys.stderr)
+        report.write_doc(text)
+        charts.draw(fig)
+        print(f"wrote {report.DOC.relative_to(REPO)} and {charts.IMG.relative_to(REPO)}/*.png", file=sys.stderr)
     print(f"total {time.monotonic() - started:.0f} s", file=sys.stderr)
     return 0
 

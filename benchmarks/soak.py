@@ -230,18 +230,18 @@ def _direct_children(pid: int) -> list[int]:
 
 
 def _is_worker(pid: int) -> bool:
-    """A worker process (``python -m islandora_job.child``), not the ``--check`` of a reload."""
+    """A worker process (``python -m islandora_job.worker.child``), not the ``--check`` of a reload."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"islandora_job.child" in argv and b"--check" not in argv
+    return b"islandora_job.worker.child" in argv and b"--check" not in argv
 
 
 def _worker_exits(log_text: str) -> dict[str, int]:
     exits: collections.Counter[str] = collections.Counter()
     for line in log_text.splitlines():
-        if "islandora_job.pool" not in line:
+        if "islandora_job.worker.pool" not in line:
             continue
         if " died (" in line:
             exits[line.split(" died (", 1)[1].split(")", 1)[0]] += 1

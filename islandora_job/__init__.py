@@ -5,9 +5,9 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 # The job author's API: ``@islandora_job.job("name")``, ``islandora_job.current_job()``, ``raise islandora_job.Fail``.
-from islandora_job.context import JobContext, current_job
-from islandora_job.registry import job
-from islandora_job.router import Fail
+from islandora_job.worker.context import JobContext, current_job
+from islandora_job.worker.registry import job
+from islandora_job.worker.router import Fail
 
 try:
     __version__ = version("islandora-job")

@@ -60,7 +60,7 @@ class ServerAddress:
 
         ``check_host``: refuse a host that cannot be one (:func:`host_problem`). The worker's own configuration is
         parsed without it and checked by ``check-config`` instead, as a command's program is: a running pool keeps
-        serving its other servers and treats such a name as a server that is down (issue 10).
+        serving its other servers and treats such a name as a server that is down.
         """
         value = text.strip()
         if not value:

@@ -7,7 +7,7 @@ Every exception the package raises on purpose derives from :class:`IslandoraJobE
 next to the code that raises them (``ConnectFailed`` in connection.py, ``PayloadError`` in payload.py,
 ``BridgeRefused`` in bridge.py, ...). Where callers rely on a stdlib type, it stays as a second parent:
 ``ConnectFailed`` is also an ``OSError``, ``PayloadError`` also a ``ValueError``. The one exception outside the
-hierarchy is :class:`islandora_job.router.Fail`: job code raises it, not the package. tests/unit/test_errors.py
+hierarchy is :class:`islandora_job.worker.router.Fail`: job code raises it, not the package. tests/unit/test_errors.py
 checks every class of the package.
 """
 

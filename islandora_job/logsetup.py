@@ -5,11 +5,11 @@ control characters escaped (:func:`escape_controls`): an ESC sequence must not r
 newline must not forge a log line. A traceback keeps its line breaks, with every line after the first indented,
 so that each record still starts at the left margin with its time stamp and nothing else does.
 
-A busy worker logs a line per job, thousands a second; one ``write(2)`` per line was 12% of a no-op job's time
-(docs/benchmarks.md). So lines below WARNING are gathered and written together, at the latest
-:data:`BATCH_SECONDS` after the first of them; a WARNING or worse writes at once, with everything before it,
-so a failure is never held back and the order of lines is kept. A process killed with SIGKILL can lose at most
-that last fraction of a second of INFO lines.
+A busy worker logs a line per job, thousands a second, and one ``write(2)`` per line is a large share of a no-op
+job's time (docs/worker.md, section ``[logging]``, has the measurement). So lines below WARNING are gathered and
+written together, at the latest :data:`BATCH_SECONDS` after the first of them; a WARNING or worse writes at once,
+with everything before it, so a failure is never held back and the order of lines is kept. A process killed with
+SIGKILL can lose at most that last fraction of a second of INFO lines.
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ from typing import Any, NoReturn, TextIO, cast
 from islandora_job import __version__, exit_codes
 from islandora_job.cli import jobs, queue, worker
 from islandora_job.cli.output import OutputFailed
-from islandora_job.deadletters import DeadLetterStoreError
 from islandora_job.errors import ConfigError
 from islandora_job.logsetup import escape_controls
+from islandora_job.worker.deadletters import DeadLetterStoreError
 
 
 class _Parser(argparse.ArgumentParser):

@@ -14,11 +14,12 @@ import sys
 import time
 from typing import Any, Final
 
-from islandora_job import config as config_module
-from islandora_job import exit_codes, logsetup, runtime
+from islandora_job import exit_codes, logsetup
 from islandora_job.client import JobClient, JobRequest
-from islandora_job.deadletters import DeadLetter, DeadLetterStore, DeadLetterStoreError
 from islandora_job.errors import ConfigError, ConnectionLost, ProtocolError, ServerUnavailable
+from islandora_job.worker import config as config_module
+from islandora_job.worker import runtime
+from islandora_job.worker.deadletters import DeadLetter, DeadLetterStore, DeadLetterStoreError
 
 
 def register(commands: Any) -> None:
@@ -100,9 +101,9 @@ def _overrides(args: argparse.Namespace) -> config_module.Overrides:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from islandora_job.metrics import PoolMetrics, serve
-    from islandora_job.pool import Supervisor
-    from islandora_job.sdnotify import Notifier
+    from islandora_job.worker.metrics import PoolMetrics, serve
+    from islandora_job.worker.pool import Supervisor
+    from islandora_job.worker.sdnotify import Notifier
 
     # A reload requested while we start is moot (the configuration is being read now), and must not kill us.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from islandora_job.deadletters import DeadLetterStore
+from islandora_job.worker.deadletters import DeadLetterStore
 from tests.support.gearmand import Gearmand, admin
 
 CLI = [sys.executable, "-m", "islandora_job.cli.main"]

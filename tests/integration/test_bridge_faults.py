@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from islandora_job import exit_codes
-from islandora_job.deadletters import DeadLetterStore
+from islandora_job.worker.deadletters import DeadLetterStore
 from tests.support.gearmand import Gearmand
 from tests.support.peers import PlainClient, payload, wait_for
 from tests.support.pool import REPO, Pool, running_pool
@@ -131,7 +131,7 @@ def test_the_watchdog_alone_kills_the_group_without_a_supervisor(tmp_path: Path,
         "command_jobs": [{"name": "leaky", "argv": ["sh", "-c", LEAKY, str(pid_file)], "timeout": 2}],
     }
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    worker = subprocess.Popen([sys.executable, "-m", "islandora_job.child"], stdin=subprocess.PIPE, env=env)
+    worker = subprocess.Popen([sys.executable, "-m", "islandora_job.worker.child"], stdin=subprocess.PIPE, env=env)
     assert worker.stdin is not None
     try:
         worker.stdin.write(json.dumps({"source": "test", "settings": settings}).encode() + b"\n")

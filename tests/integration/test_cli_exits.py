@@ -18,7 +18,7 @@ import pytest
 
 from islandora_job.client import MAX_KEPT
 from islandora_job.codec import Command
-from islandora_job.deadletters import DeadLetterStore
+from islandora_job.worker.deadletters import DeadLetterStore
 from tests.integration import test_attack_client
 from tests.integration.test_cli_faults import assert_one_line
 from tests.support.gearmand import Gearmand, admin

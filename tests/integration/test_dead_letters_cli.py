@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from islandora_job.codec import Command, PacketReader, encode
-from islandora_job.deadletters import DeadLetterStore
+from islandora_job.worker.deadletters import DeadLetterStore
 from tests.integration.test_cli_faults import assert_one_line, fake_server
 from tests.support.gearmand import Gearmand, admin
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from islandora_job.address import ServerAddress
-from islandora_job.worker_link import ServerLink
+from islandora_job.worker.link import ServerLink
 from tests.integration.test_worker_io_faults import PING_BOUND, ping_for, worker_on
 from tests.support.gearmand import Gearmand
 from tests.support.peers import PlainClient

@@ -86,7 +86,7 @@ def test_a_worker_process_whose_supervisor_died_before_it_asked_exits_at_once() 
     dead = subprocess.Popen(["true"])
     dead.wait()
     child = subprocess.run(
-        [sys.executable, "-m", "islandora_job.child", "--supervisor-pid", str(dead.pid)],
+        [sys.executable, "-m", "islandora_job.worker.child", "--supervisor-pid", str(dead.pid)],
         stdin=subprocess.PIPE,  # kept open: only the supervisor check can end it
         capture_output=True,
         timeout=30,

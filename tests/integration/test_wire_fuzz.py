@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 from islandora_job.address import ServerAddress
 from islandora_job.codec import FIELDS, Command, PacketReader, encode
 from islandora_job.errors import ProtocolError
-from islandora_job.registry import JobSpec, Registry
-from islandora_job.router import Router
-from islandora_job.worker import Worker
+from islandora_job.worker.process import Worker
+from islandora_job.worker.registry import JobSpec, Registry
+from islandora_job.worker.router import Router
 
 EXAMPLES = 120
 FUNCTION = "fuzz_echo"

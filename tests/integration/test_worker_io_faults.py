@@ -24,11 +24,11 @@ import pytest
 from islandora_job.address import ServerAddress
 from islandora_job.client import JobClient
 from islandora_job.codec import DEFAULT_MAX_PACKET, RES_MAGIC, Command, PacketReader, encode
-from islandora_job.deadletters import DeadLetterStore
 from islandora_job.errors import JobFailed
-from islandora_job.registry import JobSpec, Registry
-from islandora_job.router import Router
-from islandora_job.worker import Worker
+from islandora_job.worker.deadletters import DeadLetterStore
+from islandora_job.worker.process import Worker
+from islandora_job.worker.registry import JobSpec, Registry
+from islandora_job.worker.router import Router
 from tests.support.gearmand import Gearmand
 from tests.support.peers import PlainClient, wait_for
 from tests.support.pool import running_pool
@@ -170,7 +170,7 @@ def worker_on(addresses: list[str], **settings: float) -> Iterator[Captured]:
         **{**WORKER_SETTINGS, **settings},  # type: ignore[arg-type]
     )
     captured = Captured()
-    worker_log = logging.getLogger("islandora_job.worker")
+    worker_log = logging.getLogger("islandora_job.worker.process")
     previous = worker_log.level
     worker_log.setLevel(logging.INFO)
     worker_log.addHandler(captured)

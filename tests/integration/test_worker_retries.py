@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from islandora_job.codec import Command
-from islandora_job.deadletters import DeadLetterStore
+from islandora_job.worker.deadletters import DeadLetterStore
 from tests.support.gearmand import Gearmand
 from tests.support.peers import PlainClient, payload, wait_for
 from tests.support.pool import REPO, running_pool

@@ -11,9 +11,9 @@ import pytest
 from islandora_job.address import ServerAddress
 from islandora_job.client import JobClient, JobRequest
 from islandora_job.errors import JobFailed
-from islandora_job.registry import JobSpec, Registry
-from islandora_job.router import Router
-from islandora_job.worker import NoEvents, Worker
+from islandora_job.worker.process import NoEvents, Worker
+from islandora_job.worker.registry import JobSpec, Registry
+from islandora_job.worker.router import Router
 from tests.support.gearmand import Gearmand
 from tests.support.peers import wait_for
 from tests.support.pool import running_pool
@@ -71,7 +71,7 @@ def test_the_result_goes_out_before_the_log_line_and_the_report(gearmand: Gearma
                 release.wait(20)
 
     handler = Holding(level=logging.INFO)
-    worker_log = logging.getLogger("islandora_job.worker")
+    worker_log = logging.getLogger("islandora_job.worker.process")
     worker_log.addHandler(handler)
     previous_level = worker_log.level
     worker_log.setLevel(logging.INFO)

@@ -18,4 +18,10 @@ def test_every_benchmark_script_is_listed() -> None:
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_benchmark_script_imports(name: str) -> None:
     module = importlib.import_module(f"benchmarks.{name}")
-    assert callable(getattr(module, "main", None)) or name in {"common", "bench_jobs", "soak_jobs"}, name
+    assert callable(getattr(module, "main", None)) or name in {
+        "common",
+        "bench_jobs",
+        "soak_jobs",
+        "figures",
+        "charts",
+    }, name

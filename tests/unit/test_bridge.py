@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from islandora_job.bridge import BridgeRefused, CommandJob, discover_names, run_command
-from islandora_job.config import CommandJobConfig
 from islandora_job.payload import Payload, PayloadError, decode
-from islandora_job.router import Assignment
+from islandora_job.worker.bridge import BridgeRefused, CommandJob, discover_names, run_command
+from islandora_job.worker.config import CommandJobConfig
+from islandora_job.worker.router import Assignment
 
 ROUTER = str(Path(__file__).parent / "fake_router.py")
 

@@ -22,9 +22,9 @@ import gearman
 import pytest
 
 import islandora_job
-from islandora_job import metrics
 from islandora_job.cli.main import main
-from islandora_job.deadletters import DeadLetterStore
+from islandora_job.worker import metrics
+from islandora_job.worker.deadletters import DeadLetterStore
 
 LOGGED_PAYLOAD = 4096  # the documented share of an unrecorded payload in the log
 
@@ -132,7 +132,7 @@ def test_payloads_are_capped_and_the_store_stays_under_its_size(
     path = tmp_path / "dl.sqlite3"
     store = DeadLetterStore(str(path), max_bytes=2 * 1024 * 1024, max_payload=512 * 1024)
     big = os.urandom(10 * 1024 * 1024)
-    with caplog.at_level(logging.INFO, logger="islandora_job.deadletters"):
+    with caplog.at_level(logging.INFO, logger="islandora_job.worker.deadletters"):
         ids = [_record(store, n, big) for n in range(12)]
     assert all(ids)
     letters = store.list()
@@ -163,7 +163,7 @@ def test_purge_refuses_an_age_that_would_purge_all_or_nothing(tmp_path: Path, ag
 def test_rows_past_the_retention_are_pruned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     store = DeadLetterStore(str(tmp_path / "dl.sqlite3"), max_age=3600)
     _record(store, 1, failed_at=time.time() - 7200)
-    with caplog.at_level(logging.INFO, logger="islandora_job.deadletters"):
+    with caplog.at_level(logging.INFO, logger="islandora_job.worker.deadletters"):
         recent = _record(store, 2)
     assert [x.id for x in store.list()] == [recent]
     assert any("pruned 1 older than" in message for message in caplog.messages)
@@ -236,8 +236,8 @@ def test_a_locked_store_does_not_stall_the_job_loop(tmp_path: Path, caplog: pyte
 
 
 def test_the_caps_come_from_the_worker_configuration() -> None:
-    from islandora_job.config import build
     from islandora_job.errors import ConfigError
+    from islandora_job.worker.config import build
 
     default = DeadLetterStore.from_config(build({}, "f").dead_letters)
     assert (default.max_bytes, default.max_age, default.max_payload, default.timeout) == (

@@ -16,8 +16,8 @@ from islandora_job.payload import PayloadError
 
 #: Classes outside the hierarchy on purpose, each with the reason.
 OUTSIDE = {
-    "islandora_job.router.Fail": "raised by job code to fail its job, not by the package",
-    "islandora_job.deadletters._NoTable": "private control flow inside one function, never escapes",
+    "islandora_job.worker.router.Fail": "raised by job code to fail its job, not by the package",
+    "islandora_job.worker.deadletters._NoTable": "private control flow inside one function, never escapes",
 }
 
 
@@ -33,7 +33,7 @@ def _exception_classes() -> list[type[BaseException]]:
 
 def test_the_package_defines_the_exceptions_this_test_is_about() -> None:
     names = {f"{cls.__module__}.{cls.__qualname__}" for cls in _exception_classes()}
-    assert {"islandora_job.connection.ConnectFailed", "islandora_job.bridge.BridgeRefused"} <= names
+    assert {"islandora_job.connection.ConnectFailed", "islandora_job.worker.bridge.BridgeRefused"} <= names
     assert set(OUTSIDE) <= names  # an entry for a class that is gone must go too
 
 

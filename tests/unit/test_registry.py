@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from islandora_job import job
-from islandora_job.registry import Registry, RegistryError, discover, entry_point_modules, jobs_of
+from islandora_job.worker.registry import Registry, RegistryError, discover, entry_point_modules, jobs_of
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_an_import_error_names_the_module_and_where_it_came_from() -> None:
 
 def test_entry_points_bring_the_builtin_ping_and_the_demo_jobs() -> None:
     modules = dict(entry_point_modules())
-    assert "islandora_job.builtin_jobs" in modules
+    assert "islandora_job.worker.builtin_jobs" in modules
     registry = discover()
     ping = registry.get("islandora_job.ping")
     assert ping is not None and ping.fn() == "pong"

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from islandora_job import Fail, current_job
-from islandora_job.registry import JobSpec, Registry, job
-from islandora_job.router import Assignment, Outcome, PlainHooks, Prepared, Router, to_bytes
+from islandora_job.worker.registry import JobSpec, Registry, job
+from islandora_job.worker.router import Assignment, Outcome, PlainHooks, Prepared, Router, to_bytes
 
 
 def _spec(name: str, fn: Any, **options: Any) -> JobSpec:

@@ -10,7 +10,8 @@ import pytest
 
 from islandora_job.address import ServerAddress
 from islandora_job.cli.main import main
-from islandora_job.config import (
+from islandora_job.errors import ConfigError
+from islandora_job.worker.config import (
     DEFAULT_PATH,
     Overrides,
     WorkerConfig,
@@ -21,7 +22,6 @@ from islandora_job.config import (
     load,
     with_discovered,
 )
-from islandora_job.errors import ConfigError
 
 FULL = """
 servers = ["127.0.0.1:4730"]

@@ -8,12 +8,12 @@ import threading
 import time
 from pathlib import Path
 
-from islandora_job.config import build
-from islandora_job.deadletters import DeadLetterStore
-from islandora_job.metrics import BUCKETS, JobStats, PoolMetrics
-from islandora_job.pool import SlotSpec, slot_specs
-from islandora_job.sdnotify import Notifier
-from islandora_job.worker import Watchdog
+from islandora_job.worker.config import build
+from islandora_job.worker.deadletters import DeadLetterStore
+from islandora_job.worker.metrics import BUCKETS, JobStats, PoolMetrics
+from islandora_job.worker.pool import SlotSpec, slot_specs
+from islandora_job.worker.process import Watchdog
+from islandora_job.worker.sdnotify import Notifier
 
 
 def test_watchdog_fires_once_for_an_overrun_and_never_for_a_disarmed_job() -> None:
@@ -110,7 +110,7 @@ def test_slots_are_concurrency_then_dedicated() -> None:
 
 def test_events_of_a_worker_process_reach_the_supervisors_endpoint() -> None:
     """A dead letter that could not be written is counted in the child and exported by the supervisor."""
-    from islandora_job import metrics as metrics_module
+    from islandora_job.worker import metrics as metrics_module
 
     metrics_module.count_event("dead_letters_unrecorded", 2)
     snapshot = JobStats.from_json(json.loads(json.dumps(JobStats().to_json())))  # as sent over the status pipe

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from islandora_job.codec import HEADER_SIZE, RES_MAGIC, Command, encode
-from islandora_job.worker_protocol import (
+from islandora_job.worker.protocol import (
     ECHO_TOKEN,
     HEAD_SIZE,
     TRANSITIONS,

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 The supervisor runs no job and holds no Gearman connection. It owns a list of *slots* (``concurrency`` slots that
 serve every job, then one slot per ``pool.dedicated`` process) and keeps one child process (``python -m
-islandora_job.child``) in each. Children are started with ``exec``, so a reload picks up new code as well as new
+islandora_job.worker.child``) in each. Children are started with ``exec``, so a reload picks up new code as well as new
 configuration; each one gets the configuration on its stdin and reports on a status pipe (ready, busy, idle,
 stats, exit reason).
 
@@ -30,7 +30,7 @@ and a report, and it also catches a process that left the command's group (``set
 signal, so besides after every SIGCHLD the sweep also runs when a check every :data:`ORPHAN_CHECK_INTERVAL` seconds
 finds a child that is not a worker process (:func:`has_other_children`: the kernel's list of our children, not a
 scan of /proc). The other way round, each worker process dies with the supervisor (``--supervisor-pid``, see
-:mod:`islandora_job.child`), killing its commands' groups first.
+:mod:`islandora_job.worker.child`), killing its commands' groups first.
 
 Signals: SIGTERM → warm stop (children finish their job in hand within ``shutdown_timeout``, then the rest are
 killed), exit 0. A second SIGTERM, or SIGINT → cold stop: children are killed now (gearmand requeues their jobs),
@@ -62,10 +62,10 @@ from typing import Any, Final
 
 from islandora_job import exit_codes
 from islandora_job.backoff import Backoff
-from islandora_job.config import WorkerConfig
-from islandora_job.deadlines import DeadlineSlot
-from islandora_job.metrics import JobStats, PoolMetrics
-from islandora_job.sdnotify import SUPERVISOR_ONLY, Notifier
+from islandora_job.worker.config import WorkerConfig
+from islandora_job.worker.deadlines import DeadlineSlot
+from islandora_job.worker.metrics import JobStats, PoolMetrics
+from islandora_job.worker.sdnotify import SUPERVISOR_ONLY, Notifier
 
 log = logging.getLogger(__name__)
 
@@ -398,7 +398,7 @@ class Supervisor:
         argv = [
             self.python,
             "-m",
-            "islandora_job.child",
+            "islandora_job.worker.child",
             "--status-fd",
             str(status_w),
             "--deadline-fd",
@@ -665,7 +665,7 @@ class Supervisor:
 def check_in_child(config: WorkerConfig, python: str = sys.executable, timeout: float = 60.0) -> None:
     """Build the runtime of ``config`` in a fresh interpreter (new code included); raise on any error."""
     result = subprocess.run(
-        [python, "-m", "islandora_job.child", "--check"],
+        [python, "-m", "islandora_job.worker.child", "--check"],
         input=config.to_json().encode() + b"\n",
         capture_output=True,
         timeout=timeout,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from islandora_job.registry import job
+from islandora_job.worker.registry import job
 
 
 @job("islandora_job.ping", timeout=10)

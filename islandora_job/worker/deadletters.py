@@ -34,11 +34,11 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from islandora_job import metrics
 from islandora_job.errors import IslandoraJobError
+from islandora_job.worker import metrics
 
 if TYPE_CHECKING:
-    from islandora_job.config import DeadLettersConfig
+    from islandora_job.worker.config import DeadLettersConfig
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from islandora_job.bridge import CommandJob, command_jobs, discover_names
-from islandora_job.config import WorkerConfig, with_discovered
 from islandora_job.errors import ConfigError
-from islandora_job.registry import Registry, discover
-from islandora_job.router import Router
+from islandora_job.worker.bridge import CommandJob, command_jobs, discover_names
+from islandora_job.worker.config import WorkerConfig, with_discovered
+from islandora_job.worker.registry import Registry, discover
+from islandora_job.worker.router import Router
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,10 +29,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from islandora_job.config import CommandJobConfig
 from islandora_job.errors import IslandoraJobError
 from islandora_job.payload import Payload
-from islandora_job.router import Assignment, Outcome
+from islandora_job.worker.config import CommandJobConfig
+from islandora_job.worker.router import Assignment, Outcome
 
 log = logging.getLogger(__name__)
 

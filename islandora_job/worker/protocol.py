@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Like h11, this module never touches a socket or a clock. The I/O loop (:mod:`islandora_job.worker`) feeds what it
+Like h11, this module never touches a socket or a clock. The I/O loop (:mod:`.process`) feeds what it
 received with :meth:`WorkerProtocol.receive_data`, takes whole events with :meth:`WorkerProtocol.next_event`, and
 sends the bytes that the action methods (:meth:`~WorkerProtocol.grab`, :meth:`~WorkerProtocol.sleep`,
 :meth:`~WorkerProtocol.answer`) return. Every phase change, whoever caused it, goes through :data:`TRANSITIONS`, the

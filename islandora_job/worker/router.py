@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from islandora_job.backoff import Backoff
-from islandora_job.context import JobContext, NullReporter, Reporter, running
 from islandora_job.payload import DEFAULT_SITE, Payload, PayloadError, decode
-from islandora_job.registry import JobSpec, Registry
+from islandora_job.worker.context import JobContext, NullReporter, Reporter, running
+from islandora_job.worker.registry import JobSpec, Registry
 
 log = logging.getLogger(__name__)
 

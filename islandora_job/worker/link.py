@@ -1,9 +1,9 @@
 """One server as the worker's I/O loop sees it: a non-blocking socket, its protocol state, timers, backoff.
 
-The loop in :mod:`islandora_job.worker` owns every link and waits on all of them in one selector; nothing here
+The loop in :mod:`islandora_job.worker.process` owns every link and waits on all of them in one selector; nothing here
 blocks, except :meth:`ServerLink.send_blocking`, which the job's own progress reports and the watchdog use while
 the loop is busy running that job. A link is DOWN (no socket: ``sock is None``, reconnect at ``retry_at``),
-CONNECTING (a non-blocking connect in progress) or open, where :class:`~islandora_job.worker_protocol.WorkerProtocol`
+CONNECTING (a non-blocking connect in progress) or open, where :class:`~islandora_job.worker.protocol.WorkerProtocol`
 keeps the Gearman state. ``due`` is the one deadline the loop watches: the connect's, or that of an answer the
 server owes us (to the liveness probe or to a grab).
 
@@ -25,7 +25,7 @@ from islandora_job.backoff import Backoff, Throttle
 from islandora_job.codec import DEFAULT_MAX_PACKET
 from islandora_job.connection import describe_os_error, tune_socket
 from islandora_job.errors import ConnectionLost
-from islandora_job.worker_protocol import WorkerProtocol
+from islandora_job.worker.protocol import WorkerProtocol
 
 #: Bytes read from one server per wake-up of the loop: the bound on the work one connection can cause at a time.
 RECV_SIZE: Final = 256 * 1024

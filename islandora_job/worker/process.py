@@ -3,8 +3,8 @@
 Theory of operation
 -------------------
 The main thread owns every connection and runs the job in hand. Each server is a :class:`ServerLink`
-(:mod:`islandora_job.worker_link`: a non-blocking socket, a deadline, a backoff) whose Gearman state is a
-socket-free :class:`~islandora_job.worker_protocol.WorkerProtocol` (that module's docstring has the state diagram).
+(:mod:`islandora_job.worker.link`: a non-blocking socket, a deadline, a backoff) whose Gearman state is a
+socket-free :class:`~islandora_job.worker.protocol.WorkerProtocol` (that module's docstring has the state diagram).
 The loop, :meth:`Worker._loop`, does three things in turn:
 
 1. when no grab is outstanding, ask the next READY server for a job (in turn, starting after the one that gave the
@@ -51,16 +51,16 @@ from typing import Final, NamedTuple, Protocol
 
 from islandora_job import exit_codes
 from islandora_job.address import ServerAddress
-from islandora_job.bridge import kill_command_groups
 from islandora_job.codec import DEFAULT_MAX_PACKET, Command, encode
-from islandora_job.config import PoolConfig
 from islandora_job.connection import describe_os_error
-from islandora_job.context import Reporter
-from islandora_job.deadlines import DeadlineSlot
 from islandora_job.errors import ConnectionLost, ProtocolError
-from islandora_job.router import Assignment, Outcome, Prepared, Router
-from islandora_job.worker_link import NEVER, ServerLink
-from islandora_job.worker_protocol import Echoed, JobAssigned, NoJob, OversizeJob, Phase, ServerEvent
+from islandora_job.worker.bridge import kill_command_groups
+from islandora_job.worker.config import PoolConfig
+from islandora_job.worker.context import Reporter
+from islandora_job.worker.deadlines import DeadlineSlot
+from islandora_job.worker.link import NEVER, ServerLink
+from islandora_job.worker.protocol import Echoed, JobAssigned, NoJob, OversizeJob, Phase, ServerEvent
+from islandora_job.worker.router import Assignment, Outcome, Prepared, Router
 
 log = logging.getLogger(__name__)
 
