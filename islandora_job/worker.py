@@ -446,10 +446,13 @@ class Worker:
             self._update(link)
 
     def _answering(self, link: ServerLink) -> None:
-        """Part of the answer is in: keep waiting while bytes come, but only as long as a transfer at
-        :data:`MIN_ANSWER_RATE` of the declared size needs (a server trickling bytes cannot hold us for ever)."""
-        limit = link.asked_at + self.grab_timeout + link.proto.incoming / MIN_ANSWER_RATE
-        link.due = min(time.monotonic() + self.grab_timeout, limit)
+        """Part of the answer is in: it may take longer than ``grab_timeout``, but only by what its bytes earned:
+        each byte received earns 1/:data:`MIN_ANSWER_RATE` of a second. A large job arriving at that rate or faster is
+        waited for; a trickle earns nothing, whatever size its header declares, and the server is dropped at
+        ``grab_timeout`` as a silent one is. (The deadline once moved on with every byte, up to the time the
+        declared size needed: a header declaring 4 GiB followed by a NOOP's worth of bytes every 0.2 s held the
+        process's one grab, and so every server, for minutes.)"""
+        link.due = link.asked_at + self.grab_timeout + link.proto.received / MIN_ANSWER_RATE
 
     def _drain(self, link: ServerLink) -> None:
         """Handle the link's buffered events. After a job, what follows it belongs to the next exchange: it waits

@@ -211,13 +211,12 @@ class WorkerProtocol:
         return bool(self._buffer) or self._oversize is not None
 
     @property
-    def incoming(self) -> int:
-        """The declared length of the packet being received (0 until its header is in)."""
+    def received(self) -> int:
+        """Bytes of the packet being received that have arrived so far (its declared length is no evidence of
+        anything: a server can declare 4 GiB and send nothing more)."""
         if self._skip:
-            return self._skip_total
-        if len(self._buffer) >= HEADER_SIZE:
-            return int(_HEADER.unpack_from(self._buffer)[2])
-        return 0
+            return int(HEADER_SIZE + self._skip_total - self._skip)
+        return len(self._buffer)
 
     @property
     def mid_packet(self) -> bool:

@@ -138,6 +138,19 @@ def flood(conn: socket.socket, stopping: threading.Event) -> None:
         conn.settimeout(0.05)
 
 
+def trickled_answer(conn: socket.socket, stopping: threading.Event) -> None:
+    """Answers the probe, then answers each grab with a header declaring a 4 GiB job and one byte every 50 ms."""
+    answering = False
+    for command in _requests(conn, PacketReader(expect="request"), stopping):
+        if command is Command.ECHO_REQ:
+            conn.sendall(encode(Command.ECHO_RES, b"", response=True))
+        elif command is Command.GRAB_JOB_UNIQ:
+            conn.sendall(RES_MAGIC + struct.pack("!II", int(Command.JOB_ASSIGN_UNIQ), 2**32 - 1))
+            answering = True
+        elif command is None and answering:
+            conn.sendall(b"x")
+
+
 def garbage(conn: socket.socket, stopping: threading.Event) -> None:
     """Sends bytes that are not Gearman right after the accept, then keeps the connection open."""
     conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
@@ -204,7 +217,7 @@ def ping_for(address: str, seconds: float, bound: float, pause: float = 0.1) -> 
     return times
 
 
-@pytest.mark.parametrize("behaviour", [silent, trickle, flood], ids=lambda b: b.__name__)
+@pytest.mark.parametrize("behaviour", [silent, trickle, flood, trickled_answer], ids=lambda b: b.__name__)
 def test_a_bad_server_does_not_stall_the_good_one(gearmand: Gearmand, behaviour: Behaviour) -> None:
     with FakeServer(behaviour) as bad, worker_on([f"127.0.0.1:{bad.port}", gearmand.address]):
         wait_for(lambda: bad.connections >= 1, message="the worker to connect to the bad server")

@@ -108,6 +108,27 @@ def test_trailing_bytes_wait_for_the_rest_of_their_packet(chunking: Callable[[by
     assert feed(proto, JOB[10:], chunking) == [ASSIGNED]
 
 
+def test_received_counts_the_bytes_that_came_not_the_size_declared() -> None:
+    """The loop's deadline for an answer in progress grows with what arrived: a 4 GiB header earns nothing."""
+    proto = ready()
+    proto.grab()
+    huge = RES_MAGIC + struct.pack("!II", int(Command.JOB_ASSIGN_UNIQ), 2**32 - 1)
+    proto.receive_data(huge + NOOP)
+    assert proto.next_event() is None
+    assert proto.mid_packet and proto.received == len(huge + NOOP)
+    small = WorkerProtocol(REGISTRATION, max_packet=64)  # an over-size job being skipped still counts its bytes
+    small.receive_data(ECHO)
+    assert small.next_event() == Echoed()
+    small.grab()
+    big = res(Command.JOB_ASSIGN_UNIQ, b"H:1", b"f", b"u", b"x" * 10_000)
+    small.receive_data(big[:9000])
+    assert small.next_event() is None  # its head is kept, the rest is being skipped
+    assert small.mid_packet and small.received == 9000
+    small.receive_data(big[9000:])
+    assert isinstance(small.next_event(), OversizeJob)
+    assert not small.mid_packet and small.received == 0
+
+
 def test_a_noop_flood_is_one_event() -> None:
     proto = ready()
     proto.grab()
