@@ -61,6 +61,10 @@ class Phase(enum.Enum):
     SLEEPING = "sleeping"
     CLOSED = "closed"
 
+    # A member is its own identity, so the C identity hash serves, not Enum's Python-level one: the phase table is
+    # looked up by phase three times per job.
+    __hash__ = object.__hash__
+
 
 class RemoteProtocolError(ProtocolError):
     """The server broke the protocol: the connection must be dropped (and may be reconnected)."""
