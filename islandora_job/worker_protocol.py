@@ -50,6 +50,7 @@ ECHO_TOKEN: Final = b"islandora-job"
 _HEADER: Final = struct.Struct("!4sII")
 _NOOP: Final = encode(Command.NOOP, response=True)
 _KNOWN: Final = frozenset(int(command) for command in Command)
+_ASSIGN: Final = int(Command.JOB_ASSIGN_UNIQ)
 
 
 class Phase(enum.Enum):
@@ -274,8 +275,16 @@ class WorkerProtocol:
         if len(buffer) < end:
             return None
         with memoryview(buffer) as view:
-            packet_bytes = view[:end].tobytes()
+            if command == _ASSIGN:  # the packet of every job: split here (one copy), not through the codec's tables
+                parts = view[HEADER_SIZE:end].tobytes().split(b"\0", 3)
+            else:
+                packet_bytes = view[:end].tobytes()
         del buffer[:end]
+        if command == _ASSIGN:
+            if len(parts) != 4:
+                self._fail(f"malformed Gearman packet: JOB_ASSIGN_UNIQ with {len(parts)} argument(s), expecting 4")
+            self._move(JobAssigned)
+            return JobAssigned(*parts)
         try:  # the codec parses (and checks) the arguments
             packet = parse_whole(packet_bytes, response=True)
         except ProtocolError as exc:

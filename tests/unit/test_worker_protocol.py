@@ -157,6 +157,8 @@ def test_actions_out_of_phase_are_our_bug_not_the_servers() -> None:
         ("grabbing", res(Command.ERROR, b"E1", b"boom"), "server error b'E1': b'boom'"),
         ("grabbing", b"GARBAGE!" * 4, "bad magic"),
         ("grabbing", b"\0RES" + struct.pack("!II", 9999, 0), "unknown packet type 9999"),
+        ("grabbing", b"\0RES" + struct.pack("!II", 31, 3) + b"H\0f", "JOB_ASSIGN_UNIQ with 2 argument"),
+        ("grabbing", b"\0RES" + struct.pack("!II", 31, 0), "JOB_ASSIGN_UNIQ with 1 argument"),
     ],
 )
 def test_remote_errors_close_the_protocol(phase_setup: str, data: bytes, message: str) -> None:
