@@ -17,6 +17,7 @@ import errno
 import os
 import select
 import socket
+import struct
 import time
 from typing import Final
 
@@ -122,6 +123,11 @@ class ServerLink:
             raise OSError(code, os.strerror(code))
         sock = self.sock
         tune_socket(sock)
+        # Blocking from here on, but every send and read passes MSG_DONTWAIT, except ``receive(wait=True)``: the
+        # single-server loop's one read per job, which the kernel ends after SO_RCVTIMEO, the answer deadline
+        # (one system call where poll and recv took two).
+        sock.setblocking(True)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(answer_timeout))
         self.connecting = False
         self.asked_at = now
         self.due = now + answer_timeout
@@ -147,7 +153,7 @@ class ServerLink:
             self.flush()
             return
         try:
-            sent = self.sock.send(data)
+            sent = self.sock.send(data, socket.MSG_DONTWAIT)
         except BlockingIOError:
             sent = 0
         except OSError as exc:
@@ -159,7 +165,7 @@ class ServerLink:
         if not self.outbuf or self.sock is None:
             return
         try:
-            sent = self.sock.send(self.outbuf)
+            sent = self.sock.send(self.outbuf, socket.MSG_DONTWAIT)
         except BlockingIOError:
             return
         except OSError as exc:
@@ -184,11 +190,13 @@ class ServerLink:
                     raise ConnectionLost(str(self.address), "timed out")
                 select.select([], [self.sock], [], remaining)
 
-    def receive(self) -> int:
-        """Read once (at most :data:`RECV_SIZE` bytes) into the protocol; the number of bytes read."""
+    def receive(self, wait: bool = False) -> int:
+        """Read once (at most :data:`RECV_SIZE` bytes) into the protocol; the number of bytes read (0: nothing
+        came). With ``wait``, block until bytes come or the answer deadline set at connect time passes (a signal
+        handler that returns restarts the wait; one that raises, or exits, ends it)."""
         assert self.sock is not None
         try:
-            data = self.sock.recv(RECV_SIZE)
+            data = self.sock.recv(RECV_SIZE, 0 if wait else socket.MSG_DONTWAIT)
         except BlockingIOError:
             return 0
         except OSError as exc:
@@ -197,3 +205,9 @@ class ServerLink:
             raise ConnectionLost(str(self.address), "closed by the server")
         self.proto.receive_data(data)
         return len(data)
+
+
+def _timeval(seconds: float) -> bytes:
+    """``seconds`` as the ``struct timeval`` of SO_RCVTIMEO (at least 1 µs: zero would mean no deadline)."""
+    micros = max(1, round(seconds * 1_000_000))
+    return struct.pack("@ll", micros // 1_000_000, micros % 1_000_000)

@@ -288,6 +288,8 @@ class Worker:
         self._hooks = _Hooks(self)
         self._turn = 0
         self._grabbing: ServerLink | None = None  # the one link with a GRAB outstanding
+        self._fresh_grab = False  # that GRAB has just gone out: nothing of its answer has been waited for yet
+        self._single = len(self.links) == 1  # one server: its answer is waited for by a blocking read, no poll
         self._done: _Done | None = None  # the last job, answered but not yet logged and reported
         self._backlog: list[ServerLink] = []  # links with events buffered after a job, handled after the next grab
         self._wake_all_at = NEVER  # the next defensive grab, while idle
@@ -367,6 +369,7 @@ class Worker:
                     link.asked_at = time.monotonic()
                     link.due = link.asked_at + self.grab_timeout
                     self._grabbing = link
+                    self._fresh_grab = True
                     self._turn = (index + 1) % count
                     self._report_done()
                     return
@@ -400,6 +403,12 @@ class Worker:
         return max(0, math.ceil((deadline - time.monotonic()) * 1000))
 
     def _wait(self) -> None:
+        if self._fresh_grab:
+            self._fresh_grab = False
+            link = self._grabbing
+            if self._single and link is not None and not link.outbuf and not self._backlog:
+                self._wait_for_answer(link)
+                return
         ready = self._poll.poll(self._timeout_ms())
         backlog, self._backlog = self._backlog, []
         for fd, mask in ready:
@@ -421,6 +430,22 @@ class Worker:
             for link in self.links:  # a defensive grab, in case a NOOP was lost
                 if link.is_open and link.proto.phase is Phase.SLEEPING:
                     link.proto.wake()
+
+    def _wait_for_answer(self, link: ServerLink) -> None:
+        """The one server's answer to the grab just sent, by one blocking read that the kernel ends at the grab's
+        deadline (SO_RCVTIMEO is ``grab_timeout``), instead of a poll and a read: the usual path of a process with
+        one server. Nothing else can need the loop meanwhile: there is no other server, the grab cannot be
+        abandoned, and a stop (the wake-up socket) or the supervisor's pipe is acted on only once no grab is
+        outstanding, as on the poll path. A read that brings only part of the answer (or NOOPs) leaves the rest to
+        the poll path, deadline and all."""
+        try:
+            if link.receive(wait=True):
+                self._drain(link)
+                if link.proto.awaiting_answer and link.proto.mid_packet:
+                    self._answering(link)
+        except (ConnectionLost, ProtocolError, OSError) as exc:
+            self._lost(link, exc)
+        self._earliest = link.due if link.is_open else 0.0
 
     def _on_ready(self, link: ServerLink, mask: int) -> None:
         if link.sock is None:
@@ -446,10 +471,13 @@ class Worker:
             self._update(link)
 
     def _answering(self, link: ServerLink) -> None:
-        """Part of the answer is in: keep waiting while bytes come, but only as long as a transfer at
-        :data:`MIN_ANSWER_RATE` of the declared size needs (a server trickling bytes cannot hold us for ever)."""
-        limit = link.asked_at + self.grab_timeout + link.proto.incoming / MIN_ANSWER_RATE
-        link.due = min(time.monotonic() + self.grab_timeout, limit)
+        """Part of the answer is in: it may take longer than ``grab_timeout``, but only by what its bytes earned:
+        each byte received earns 1/:data:`MIN_ANSWER_RATE` of a second. A large job arriving at that rate or faster is
+        waited for; a trickle earns nothing, whatever size its header declares, and the server is dropped at
+        ``grab_timeout`` as a silent one is. (The deadline once moved on with every byte, up to the time the
+        declared size needed: a header declaring 4 GiB followed by a NOOP's worth of bytes every 0.2 s held the
+        process's one grab, and so every server, for minutes.)"""
+        link.due = link.asked_at + self.grab_timeout + link.proto.received / MIN_ANSWER_RATE
 
     def _drain(self, link: ServerLink) -> None:
         """Handle the link's buffered events. After a job, what follows it belongs to the next exchange: it waits

@@ -50,6 +50,7 @@ ECHO_TOKEN: Final = b"islandora-job"
 _HEADER: Final = struct.Struct("!4sII")
 _NOOP: Final = encode(Command.NOOP, response=True)
 _KNOWN: Final = frozenset(int(command) for command in Command)
+_ASSIGN: Final = int(Command.JOB_ASSIGN_UNIQ)
 
 
 class Phase(enum.Enum):
@@ -60,6 +61,10 @@ class Phase(enum.Enum):
     EMPTY = "empty"
     SLEEPING = "sleeping"
     CLOSED = "closed"
+
+    # A member is its own identity, so the C identity hash serves, not Enum's Python-level one: the phase table is
+    # looked up by phase three times per job.
+    __hash__ = object.__hash__
 
 
 class RemoteProtocolError(ProtocolError):
@@ -211,13 +216,12 @@ class WorkerProtocol:
         return bool(self._buffer) or self._oversize is not None
 
     @property
-    def incoming(self) -> int:
-        """The declared length of the packet being received (0 until its header is in)."""
+    def received(self) -> int:
+        """Bytes of the packet being received that have arrived so far (its declared length is no evidence of
+        anything: a server can declare 4 GiB and send nothing more)."""
         if self._skip:
-            return self._skip_total
-        if len(self._buffer) >= HEADER_SIZE:
-            return int(_HEADER.unpack_from(self._buffer)[2])
-        return 0
+            return int(HEADER_SIZE + self._skip_total - self._skip)
+        return len(self._buffer)
 
     @property
     def mid_packet(self) -> bool:
@@ -271,8 +275,16 @@ class WorkerProtocol:
         if len(buffer) < end:
             return None
         with memoryview(buffer) as view:
-            packet_bytes = view[:end].tobytes()
+            if command == _ASSIGN:  # the packet of every job: split here (one copy), not through the codec's tables
+                parts = view[HEADER_SIZE:end].tobytes().split(b"\0", 3)
+            else:
+                packet_bytes = view[:end].tobytes()
         del buffer[:end]
+        if command == _ASSIGN:
+            if len(parts) != 4:
+                self._fail(f"malformed Gearman packet: JOB_ASSIGN_UNIQ with {len(parts)} argument(s), expecting 4")
+            self._move(JobAssigned)
+            return JobAssigned(*parts)
         try:  # the codec parses (and checks) the arguments
             packet = parse_whole(packet_bytes, response=True)
         except ProtocolError as exc:

@@ -7,9 +7,14 @@ them. Whatever arrives, the worker must neither crash nor hang: it answers what 
 cannot read, reconnects, and at the end still runs a job correctly.
 
 A hang shows only if the server keeps the connection open (a closed one ends any wait), so after each stream the
-fake server holds it open for ``HOLD`` seconds, sending a NOOP every 0.2 s as a live but useless gearmand would,
-and requires the worker to come back in sync (PRE_SLEEP or a new grab) or to hang up. Budget: ``EXAMPLES``
-streams; each costs at most one grab deadline (0.2 s here) and one reconnection.
+fake server holds it open for ``HOLD`` seconds, sending a NOOP every ``NOOP_EVERY`` s of quiet as a live but useless
+gearmand would, and requires the worker to come back in sync (PRE_SLEEP or a new grab) or to hang up. Budget:
+``EXAMPLES`` streams; each costs at most one grab deadline (``GRAB_TIMEOUT``) and one reconnection.
+
+The margins do not depend on the machine's load: the NOOPs come faster than the grab deadline (so a worker that
+let them, or any trickle, extend it would hang every time, not when a race goes one way), and ``HOLD`` is 25 grab
+deadlines. (With NOOPs every grab deadline exactly, a header declaring 4 GiB hung the old rule only when the fake
+won the race to its timer, one stream in a few hundred under load.)
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ EXAMPLES = 120
 FUNCTION = "fuzz_echo"
 #: Seconds the fake server waits, connection open, for the worker to come back in sync or hang up.
 HOLD = 5.0
+#: The worker's deadline for an answer to its probe or grab, and the fake's NOOP cadence while it holds a connection.
+GRAB_TIMEOUT = 0.2
+NOOP_EVERY = GRAB_TIMEOUT / 2
 NOOP = encode(Command.NOOP, response=True)
 NO_JOB = encode(Command.NO_JOB, response=True)
 no_nul = st.binary(max_size=24).filter(lambda b: b"\0" not in b)
@@ -105,9 +113,9 @@ class FakeServer(threading.Thread):
                 self.serve(conn)
 
     def packets(self, conn: socket.socket, reader: PacketReader, until: float) -> Iterator[Command | None]:
-        """The worker's packets until ``until``; None every 0.2 s of quiet; ends when the worker hangs up."""
+        """The worker's packets until ``until``; None every ``NOOP_EVERY`` s of quiet; ends when the worker hangs up."""
         while time.monotonic() < until:
-            conn.settimeout(max(0.01, min(0.2, until - time.monotonic())))
+            conn.settimeout(max(0.01, min(NOOP_EVERY, until - time.monotonic())))
             try:
                 data = conn.recv(65536)
             except TimeoutError:
@@ -177,7 +185,7 @@ def make_worker(port: int) -> Worker:
         functions=[FUNCTION],
         idle_grab_interval=0.2,
         connect_timeout=1.0,
-        grab_timeout=0.2,
+        grab_timeout=GRAB_TIMEOUT,
         reconnect_backoff_cap=0.3,
     )
 
@@ -203,6 +211,7 @@ def test_fuzzed_server_streams_never_crash_or_hang_the_worker() -> None:
         @given(streams, st.booleans())
         @example(script=NOOP, answered=False)  # a grab never answered, on a live connection: the hang of issue 10
         @example(script=b"\0RES\0\0\0\x01", answered=False)  # a header completed by the NOOP trickle, never its body
+        @example(script=b"\0RES\0\0\0\x1f\xff\xff\xff\xff", answered=False)  # a 4 GiB job declared, then NOOPs
         def check(script: bytes, answered: bool) -> None:
             outcome = server.play(script, answered)
             played["streams"] += 1

@@ -106,6 +106,13 @@ def silent(conn: socket.socket, stopping: threading.Event) -> None:
         pass
 
 
+def echo_only(conn: socket.socket, stopping: threading.Event) -> None:
+    """Answers the probe, then never says another word."""
+    for command in _requests(conn, PacketReader(expect="request"), stopping):
+        if command is Command.ECHO_REQ:
+            conn.sendall(encode(Command.ECHO_RES, b"", response=True))
+
+
 def trickle(conn: socket.socket, stopping: threading.Event) -> None:
     """Answers the probe, then sends a NOOP every 0.2 s and never answers a grab."""
     next_noop = time.monotonic()
@@ -136,6 +143,19 @@ def flood(conn: socket.socket, stopping: threading.Event) -> None:
                     conn.setblocking(True)
                     conn.sendall(encode(Command.ECHO_RES, b"", response=True))
         conn.settimeout(0.05)
+
+
+def trickled_answer(conn: socket.socket, stopping: threading.Event) -> None:
+    """Answers the probe, then answers each grab with a header declaring a 4 GiB job and one byte every 50 ms."""
+    answering = False
+    for command in _requests(conn, PacketReader(expect="request"), stopping):
+        if command is Command.ECHO_REQ:
+            conn.sendall(encode(Command.ECHO_RES, b"", response=True))
+        elif command is Command.GRAB_JOB_UNIQ:
+            conn.sendall(RES_MAGIC + struct.pack("!II", int(Command.JOB_ASSIGN_UNIQ), 2**32 - 1))
+            answering = True
+        elif command is None and answering:
+            conn.sendall(b"x")
 
 
 def garbage(conn: socket.socket, stopping: threading.Event) -> None:
@@ -204,12 +224,29 @@ def ping_for(address: str, seconds: float, bound: float, pause: float = 0.1) -> 
     return times
 
 
-@pytest.mark.parametrize("behaviour", [silent, trickle, flood], ids=lambda b: b.__name__)
+@pytest.mark.parametrize("behaviour", [silent, trickle, flood, trickled_answer], ids=lambda b: b.__name__)
 def test_a_bad_server_does_not_stall_the_good_one(gearmand: Gearmand, behaviour: Behaviour) -> None:
     with FakeServer(behaviour) as bad, worker_on([f"127.0.0.1:{bad.port}", gearmand.address]):
         wait_for(lambda: bad.connections >= 1, message="the worker to connect to the bad server")
         times = ping_for(gearmand.address, 3.0, PING_BOUND)
     assert len(times) >= 5
+
+
+@pytest.mark.parametrize("behaviour", [echo_only, trickle, trickled_answer], ids=lambda b: b.__name__)
+def test_a_sole_server_that_never_answers_a_grab_is_dropped_and_a_stop_still_ends_the_worker(
+    behaviour: Behaviour,
+) -> None:
+    """With one server the worker waits for a grab's answer in one blocking read, not in poll: the kernel must end
+    that read at the grab deadline (the server is dropped, and reconnected with backoff), and a stop asked for
+    meanwhile must end the worker within that deadline too."""
+    with FakeServer(behaviour) as bad:
+        with worker_on([f"127.0.0.1:{bad.port}"]) as log_lines:
+            wait_for(lambda: bad.connections >= 3, message="reconnections after grab deadlines")
+            asked = time.monotonic()
+        stopped_in = time.monotonic() - asked
+    assert stopped_in < PING_BOUND, stopped_in
+    grab_timeout = WORKER_SETTINGS["grab_timeout"]
+    assert any(f"no answer to our grab within {grab_timeout:g}s" in line for line in log_lines.lines), log_lines.lines
 
 
 @pytest.mark.parametrize("behaviour", [garbage, huge_header], ids=lambda b: b.__name__)

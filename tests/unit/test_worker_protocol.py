@@ -108,6 +108,27 @@ def test_trailing_bytes_wait_for_the_rest_of_their_packet(chunking: Callable[[by
     assert feed(proto, JOB[10:], chunking) == [ASSIGNED]
 
 
+def test_received_counts_the_bytes_that_came_not_the_size_declared() -> None:
+    """The loop's deadline for an answer in progress grows with what arrived: a 4 GiB header earns nothing."""
+    proto = ready()
+    proto.grab()
+    huge = RES_MAGIC + struct.pack("!II", int(Command.JOB_ASSIGN_UNIQ), 2**32 - 1)
+    proto.receive_data(huge + NOOP)
+    assert proto.next_event() is None
+    assert proto.mid_packet and proto.received == len(huge + NOOP)
+    small = WorkerProtocol(REGISTRATION, max_packet=64)  # an over-size job being skipped still counts its bytes
+    small.receive_data(ECHO)
+    assert small.next_event() == Echoed()
+    small.grab()
+    big = res(Command.JOB_ASSIGN_UNIQ, b"H:1", b"f", b"u", b"x" * 10_000)
+    small.receive_data(big[:9000])
+    assert small.next_event() is None  # its head is kept, the rest is being skipped
+    assert small.mid_packet and small.received == 9000
+    small.receive_data(big[9000:])
+    assert isinstance(small.next_event(), OversizeJob)
+    assert not small.mid_packet and small.received == 0
+
+
 def test_a_noop_flood_is_one_event() -> None:
     proto = ready()
     proto.grab()
@@ -136,6 +157,8 @@ def test_actions_out_of_phase_are_our_bug_not_the_servers() -> None:
         ("grabbing", res(Command.ERROR, b"E1", b"boom"), "server error b'E1': b'boom'"),
         ("grabbing", b"GARBAGE!" * 4, "bad magic"),
         ("grabbing", b"\0RES" + struct.pack("!II", 9999, 0), "unknown packet type 9999"),
+        ("grabbing", b"\0RES" + struct.pack("!II", 31, 3) + b"H\0f", "JOB_ASSIGN_UNIQ with 2 argument"),
+        ("grabbing", b"\0RES" + struct.pack("!II", 31, 0), "JOB_ASSIGN_UNIQ with 1 argument"),
     ],
 )
 def test_remote_errors_close_the_protocol(phase_setup: str, data: bytes, message: str) -> None:
