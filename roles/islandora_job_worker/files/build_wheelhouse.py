@@ -96,6 +96,7 @@ NOT_IN_WHEEL = {
     "meta",
     "scripts",
     ".ci",
+    ".config",
     ".github",
     "examples",
 }
@@ -323,12 +324,18 @@ def file_hash(path: Path) -> str:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def run(argv: list[str], env: dict[str, str] | None = None) -> str:
-    """Run pip; on failure, its output (pip masks passwords in URLs) without the command line, which may
-    carry --pip-arg values."""
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False, env=env)
+# pip of the Python running this script, quiet about its own version, never asking a question.
+PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+
+
+def pip(command: str, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run a pip command; on failure, its output (pip masks passwords in URLs) without the command line, which
+    may carry --pip-arg values."""
+    proc = subprocess.run(
+        [*PIP, command, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False, env=env
+    )
     if proc.returncode != 0:
-        sys.stderr.write(f"pip {argv[5] if len(argv) > 5 else ''} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n")
+        sys.stderr.write(f"pip {command} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n")
         raise SystemExit(1)
     return proc.stdout
 
@@ -343,7 +350,6 @@ def build_local(
     sources: list[Path],
     into: Path,
     tmp: Path,
-    pip: list[str],
     pip_args: list[str],
     cache: Path | None = None,
 ) -> list[Path]:
@@ -362,10 +368,7 @@ def build_local(
         before = set(into.glob("*.whl"))
         copy = tmp / f"src{index}"
         clean_copy(src, copy, others)
-        run(
-            [*pip, "wheel", "--no-deps", "--quiet", "--wheel-dir", str(into), *pip_args, str(copy)],
-            env=reproducible_env(),
-        )
+        pip("wheel", "--no-deps", "--quiet", "--wheel-dir", str(into), *pip_args, str(copy), env=reproducible_env())
         built = sorted(set(into.glob("*.whl")) - before)
         if len(built) != 1:
             raise SystemExit(f"{src}: expected one wheel, got {[b.name for b in built]}")
@@ -384,9 +387,6 @@ def check_sources(sources: list[Path]) -> None:
     for src in sources:
         if not (src / "pyproject.toml").is_file() and not (src / "setup.py").is_file():
             raise SystemExit(f"{src}: not a Python project (no pyproject.toml or setup.py)")
-
-
-PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
 
 
 def build(args: argparse.Namespace) -> int:
@@ -415,7 +415,7 @@ def build(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(dir=cache) as tmp_name:
         tmp = Path(tmp_name)
-        local_wheels = build_local(sources, tmp / "local", tmp, PIP, args.pip_arg, cache)
+        local_wheels = build_local(sources, tmp / "local", tmp, args.pip_arg, cache)
         local_names = {normalize(metadata_field(wheel_metadata(w), "Name")[0]) for w in local_wheels}
         wanted = [
             *requirements_for_target(local_wheels, args.extra, args.python_version),
@@ -429,22 +429,19 @@ def build(args: argparse.Namespace) -> int:
             "".join(f"{e.name}=={e.version} {' '.join('--hash=' + h for h in e.hashes)}\n" for e in locked.values())
         )
         if locked:
-            run(
-                [
-                    *PIP,
-                    "download",
-                    "--quiet",
-                    "--no-deps",
-                    "--require-hashes",
-                    "--only-binary=:all:",
-                    "--python-version",
-                    args.python_version,
-                    "--dest",
-                    str(deps_dir),
-                    *args.pip_arg,
-                    "-r",
-                    str(pinned),
-                ]
+            pip(
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--require-hashes",
+                "--only-binary=:all:",
+                "--python-version",
+                args.python_version,
+                "--dest",
+                str(deps_dir),
+                *args.pip_arg,
+                "-r",
+                str(pinned),
             )
         downloaded = {normalize(w.name.split("-")[0]): w for w in deps_dir.glob("*.whl")}
         needed = closure(
@@ -510,7 +507,7 @@ def make_lock(args: argparse.Namespace) -> int:
     """Resolve the dependencies of islandora-job (and of a site's job packages) for every target Python and
     write them pinned, with the sha256 of every wheel file a target may pick."""
     project = Path(args.project).resolve()
-    packages = [p for p in args.job_package]
+    packages: list[str] = list(args.job_package)
     local = [Path(p).expanduser().resolve() for p in packages if p.startswith(("/", ".", "~"))]
     index_reqs = [Requirement(p) for p in packages if not p.startswith(("/", ".", "~"))]
     sources = [project, *local]
@@ -522,7 +519,7 @@ def make_lock(args: argparse.Namespace) -> int:
     found: dict[tuple[str, str], dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        wheels = build_local(sources, tmp / "local", tmp, PIP, args.pip_arg)
+        wheels = build_local(sources, tmp / "local", tmp, args.pip_arg)
         local_names = {normalize(metadata_field(wheel_metadata(w), "Name")[0]) for w in wheels}
         for python in pythons:
             base_pins = locked_for_target([base], python) if base else {}
@@ -532,23 +529,20 @@ def make_lock(args: argparse.Namespace) -> int:
             if not wanted:
                 continue
             report = tmp / f"report-{python}.json"
-            run(
-                [
-                    *PIP,
-                    "install",
-                    "--dry-run",
-                    "--ignore-installed",
-                    "--quiet",
-                    "--only-binary=:all:",
-                    "--python-version",
-                    python,
-                    "--report",
-                    str(report),
-                    "-c",
-                    str(constraints),
-                    *args.pip_arg,
-                    *(str(r) for r in wanted),
-                ]
+            pip(
+                "install",
+                "--dry-run",
+                "--ignore-installed",
+                "--quiet",
+                "--only-binary=:all:",
+                "--python-version",
+                python,
+                "--report",
+                str(report),
+                "-c",
+                str(constraints),
+                *args.pip_arg,
+                *(str(r) for r in wanted),
             )
             items = {normalize(i["metadata"]["name"]): i for i in json.loads(report.read_text())["install"]}
             needed = closure(
