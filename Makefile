@@ -55,9 +55,12 @@ deploy: venv
 	@echo "Deploying gearmand (sqlite queue), the PHP gearman extension and the islandora-job worker onto this machine"
 	$(BIN)/ansible-playbook site.yml
 
+# The package and the tooling that is code too (the molecule harness, the wheelhouse builder, the callback plugin).
+LINT_PATHS := islandora_job tests benchmarks molecule/shared roles/islandora_job_worker/files
+
 lint: venv
-	$(BIN)/ruff check islandora_job tests benchmarks
-	$(BIN)/ruff format --check islandora_job tests benchmarks
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 typecheck: venv
 	$(BIN)/mypy

@@ -24,6 +24,7 @@ target hosts install without any package index. Prints one JSON object on stdout
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -60,16 +61,44 @@ FORMAT = 2
 
 # Never part of a wheel; skipped when digesting and copying a source tree.
 SKIP_DIRS = {
-    ".git", ".venv", "venv", "build", "dist", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache",
-    ".hypothesis", ".tox", ".nox", ".ansible", ".cache", "node_modules", ".molecule",
+    ".git",
+    ".venv",
+    "venv",
+    "build",
+    "dist",
+    "__pycache__",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    ".tox",
+    ".nox",
+    ".ansible",
+    ".cache",
+    "node_modules",
+    ".molecule",
 }
 
 
 # Also left out of the cache key (not of the build): a project's tests, docs and deployment files
 # never go into its wheel, and editing them must not cost a rebuild.
 NOT_IN_WHEEL = {
-    "tests", "test", "docs", "doc", "molecule", "roles", "inventory", "playbooks", "benchmarks", "changelogs",
-    "meta", "scripts", ".ci", ".github", "examples",
+    "tests",
+    "test",
+    "docs",
+    "doc",
+    "molecule",
+    "roles",
+    "inventory",
+    "playbooks",
+    "benchmarks",
+    "changelogs",
+    "meta",
+    "scripts",
+    ".ci",
+    ".config",
+    ".github",
+    "examples",
 }
 
 
@@ -86,9 +115,7 @@ def tree_digest(root: Path, nested_sources: list[Path]) -> str:
         dirnames[:] = sorted(
             d
             for d in dirnames
-            if not skipped(d)
-            and not (here == root and d in NOT_IN_WHEEL)
-            and (here / d).resolve() not in nested
+            if not skipped(d) and not (here == root and d in NOT_IN_WHEEL) and (here / d).resolve() not in nested
         )
         for name in sorted(filenames):
             if name.endswith((".pyc", ".pyo", ".whl")):
@@ -108,10 +135,7 @@ def clean_copy(src: Path, dest: Path, nested_sources: list[Path]) -> None:
 
     def ignore(directory: str, names: list[str]) -> set[str]:
         here = Path(directory)
-        return {
-            n for n in names
-            if skipped(n) or n.endswith((".pyc", ".whl")) or (here / n).resolve() in nested
-        }
+        return {n for n in names if skipped(n) or n.endswith((".pyc", ".whl")) or (here / n).resolve() in nested}
 
     shutil.copytree(src, dest, ignore=ignore, symlinks=True)
 
@@ -136,8 +160,12 @@ def normalize(name: str) -> str:
 def target_env(python_version: str) -> dict[str, str]:
     """Marker environment of the target: the controller's platform, the target's Python version."""
     env = {str(k): str(v) for k, v in default_environment().items()}
-    env.update(python_version=python_version, python_full_version=f"{python_version}.0", implementation_name="cpython",
-               platform_python_implementation="CPython")
+    env.update(
+        python_version=python_version,
+        python_full_version=f"{python_version}.0",
+        implementation_name="cpython",
+        platform_python_implementation="CPython",
+    )
     return env
 
 
@@ -149,7 +177,7 @@ def wheel_metadata(wheel: Path) -> str:
 
 def metadata_field(text: str, field: str) -> list[str]:
     prefix = f"{field}: "
-    return [line[len(prefix):].strip() for line in text.splitlines() if line.startswith(prefix)]
+    return [line[len(prefix) :].strip() for line in text.splitlines() if line.startswith(prefix)]
 
 
 def applies(req: Requirement, env: dict[str, str], extras: Iterable[str]) -> bool:
@@ -217,7 +245,9 @@ def read_lock(path: Path) -> tuple[list[str], dict[str, list[LockEntry]]]:
             raise SystemExit(f"{path}:{number}: not a requirement: {spec!r} ({exc})") from None
         pins = [s for s in req.specifier if s.operator == "=="]
         if not hashes or len(pins) != 1 or len(req.specifier) != 1:
-            raise SystemExit(f"{path}:{number}: {spec!r}: a lock entry needs exactly one ==version and --hash=sha256:...")
+            raise SystemExit(
+                f"{path}:{number}: {spec!r}: a lock entry needs exactly one ==version and --hash=sha256:..."
+            )
         entry = LockEntry(req.name, pins[0].version, str(req.marker or ""), hashes, path)
         entries.setdefault(normalize(req.name), []).append(entry)
     if not pythons:
@@ -251,8 +281,13 @@ def locked_for_target(locks: list[Path], python_version: str) -> dict[str, LockE
 
 
 def closure(
-    wanted: list[Requirement], locked: dict[str, T], local_names: set[str], python_version: str,
-    requires: Callable[[T], list[str]], version: Callable[[T], str], where: str,
+    wanted: list[Requirement],
+    locked: dict[str, T],
+    local_names: set[str],
+    python_version: str,
+    requires: Callable[[T], list[str]],
+    version: Callable[[T], str],
+    where: str,
 ) -> list[str]:
     """Names of every third-party package the wanted requirements need on the target, each checked against
     what is locked (present, version in range); extras of a dependency are followed."""
@@ -269,8 +304,7 @@ def closure(
         item = locked.get(name)
         if item is None:
             raise SystemExit(
-                f"{req} (needed by {parent}) is not in {where} for Python {python_version}: "
-                f"add it with {LOCK_COMMAND}"
+                f"{req} (needed by {parent}) is not in {where} for Python {python_version}: add it with {LOCK_COMMAND}"
             )
         if not req.specifier.contains(version(item), prereleases=True):
             raise SystemExit(
@@ -290,12 +324,18 @@ def file_hash(path: Path) -> str:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def run(argv: list[str], env: dict[str, str] | None = None) -> str:
-    """Run pip; on failure, its output (pip masks passwords in URLs) without the command line, which may
-    carry --pip-arg values."""
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False, env=env)
+# pip of the Python running this script, quiet about its own version, never asking a question.
+PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+
+
+def pip(command: str, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run a pip command; on failure, its output (pip masks passwords in URLs) without the command line, which
+    may carry --pip-arg values."""
+    proc = subprocess.run(
+        [*PIP, command, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False, env=env
+    )
     if proc.returncode != 0:
-        sys.stderr.write(f"pip {argv[5] if len(argv) > 5 else ''} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n")
+        sys.stderr.write(f"pip {command} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n")
         raise SystemExit(1)
     return proc.stdout
 
@@ -307,7 +347,11 @@ def reproducible_env() -> dict[str, str]:
 
 
 def build_local(
-    sources: list[Path], into: Path, tmp: Path, pip: list[str], pip_args: list[str], cache: Path | None = None,
+    sources: list[Path],
+    into: Path,
+    tmp: Path,
+    pip_args: list[str],
+    cache: Path | None = None,
 ) -> list[Path]:
     """Wheels of the local projects (islandora-job first, then the job packages), built reproducibly; a wheel is
     reused from cache/local/<digest of its source tree> when that tree did not change (a job package edit does not
@@ -324,8 +368,7 @@ def build_local(
         before = set(into.glob("*.whl"))
         copy = tmp / f"src{index}"
         clean_copy(src, copy, others)
-        run([*pip, "wheel", "--no-deps", "--quiet", "--wheel-dir", str(into), *pip_args, str(copy)],
-            env=reproducible_env())
+        pip("wheel", "--no-deps", "--quiet", "--wheel-dir", str(into), *pip_args, str(copy), env=reproducible_env())
         built = sorted(set(into.glob("*.whl")) - before)
         if len(built) != 1:
             raise SystemExit(f"{src}: expected one wheel, got {[b.name for b in built]}")
@@ -334,10 +377,8 @@ def build_local(
             staging.mkdir()
             shutil.copy2(built[0], staging / built[0].name)
             kept.parent.mkdir(parents=True, exist_ok=True)
-            try:
+            with contextlib.suppress(OSError):  # built at the same time by another run: same content
                 staging.rename(kept)
-            except OSError:  # built at the same time by another run: same content
-                pass
         wheels.append(built[0])
     return wheels
 
@@ -346,9 +387,6 @@ def check_sources(sources: list[Path]) -> None:
     for src in sources:
         if not (src / "pyproject.toml").is_file() and not (src / "setup.py").is_file():
             raise SystemExit(f"{src}: not a Python project (no pyproject.toml or setup.py)")
-
-
-PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
 
 
 def build(args: argparse.Namespace) -> int:
@@ -377,23 +415,40 @@ def build(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(dir=cache) as tmp_name:
         tmp = Path(tmp_name)
-        local_wheels = build_local(sources, tmp / "local", tmp, PIP, args.pip_arg, cache)
+        local_wheels = build_local(sources, tmp / "local", tmp, args.pip_arg, cache)
         local_names = {normalize(metadata_field(wheel_metadata(w), "Name")[0]) for w in local_wheels}
-        wanted = [*requirements_for_target(local_wheels, args.extra, args.python_version),
-                  *(Requirement(r) for r in args.requirement)]
+        wanted = [
+            *requirements_for_target(local_wheels, args.extra, args.python_version),
+            *(Requirement(r) for r in args.requirement),
+        ]
         deps_dir = tmp / "deps"
         deps_dir.mkdir()
         # Everything the locks pin for this Python, hashes checked by pip; then only what is needed is kept.
         pinned = tmp / "pinned.txt"
-        pinned.write_text("".join(
-            f"{e.name}=={e.version} {' '.join('--hash=' + h for h in e.hashes)}\n" for e in locked.values()
-        ))
+        pinned.write_text(
+            "".join(f"{e.name}=={e.version} {' '.join('--hash=' + h for h in e.hashes)}\n" for e in locked.values())
+        )
         if locked:
-            run([*PIP, "download", "--quiet", "--no-deps", "--require-hashes", "--only-binary=:all:",
-                 "--python-version", args.python_version, "--dest", str(deps_dir), *args.pip_arg, "-r", str(pinned)])
+            pip(
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--require-hashes",
+                "--only-binary=:all:",
+                "--python-version",
+                args.python_version,
+                "--dest",
+                str(deps_dir),
+                *args.pip_arg,
+                "-r",
+                str(pinned),
+            )
         downloaded = {normalize(w.name.split("-")[0]): w for w in deps_dir.glob("*.whl")}
         needed = closure(
-            wanted, {n: downloaded[n] for n in locked if n in downloaded}, local_names, args.python_version,
+            wanted,
+            {n: downloaded[n] for n in locked if n in downloaded},
+            local_names,
+            args.python_version,
             requires=lambda w: metadata_field(wheel_metadata(w), "Requires-Dist"),
             version=lambda w: metadata_field(wheel_metadata(w), "Version")[0],
             where=" + ".join(str(p) for p in locks),
@@ -452,7 +507,7 @@ def make_lock(args: argparse.Namespace) -> int:
     """Resolve the dependencies of islandora-job (and of a site's job packages) for every target Python and
     write them pinned, with the sha256 of every wheel file a target may pick."""
     project = Path(args.project).resolve()
-    packages = [p for p in args.job_package]
+    packages: list[str] = list(args.job_package)
     local = [Path(p).expanduser().resolve() for p in packages if p.startswith(("/", ".", "~"))]
     index_reqs = [Requirement(p) for p in packages if not p.startswith(("/", ".", "~"))]
     sources = [project, *local]
@@ -464,7 +519,7 @@ def make_lock(args: argparse.Namespace) -> int:
     found: dict[tuple[str, str], dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        wheels = build_local(sources, tmp / "local", tmp, PIP, args.pip_arg)
+        wheels = build_local(sources, tmp / "local", tmp, args.pip_arg)
         local_names = {normalize(metadata_field(wheel_metadata(w), "Name")[0]) for w in wheels}
         for python in pythons:
             base_pins = locked_for_target([base], python) if base else {}
@@ -474,12 +529,27 @@ def make_lock(args: argparse.Namespace) -> int:
             if not wanted:
                 continue
             report = tmp / f"report-{python}.json"
-            run([*PIP, "install", "--dry-run", "--ignore-installed", "--quiet", "--only-binary=:all:",
-                 "--python-version", python, "--report", str(report), "-c", str(constraints), *args.pip_arg,
-                 *(str(r) for r in wanted)])
+            pip(
+                "install",
+                "--dry-run",
+                "--ignore-installed",
+                "--quiet",
+                "--only-binary=:all:",
+                "--python-version",
+                python,
+                "--report",
+                str(report),
+                "-c",
+                str(constraints),
+                *args.pip_arg,
+                *(str(r) for r in wanted),
+            )
             items = {normalize(i["metadata"]["name"]): i for i in json.loads(report.read_text())["install"]}
             needed = closure(
-                wanted, items, local_names, python,
+                wanted,
+                items,
+                local_names,
+                python,
                 requires=lambda i: i["metadata"].get("requires_dist", []),
                 version=lambda i: i["metadata"]["version"],
                 where=f"pip's resolution (run this command with Python {python}: markers differ)",
@@ -491,13 +561,15 @@ def make_lock(args: argparse.Namespace) -> int:
                 digest = item["download_info"].get("archive_info", {}).get("hashes", {}).get("sha256")
                 if not digest:
                     raise SystemExit(f"{name}: the index gave no sha256 for {item['download_info'].get('url')}")
-                entry = found.setdefault((item["metadata"]["name"], item["metadata"]["version"]),
-                                         {"hashes": set(), "pythons": set()})
+                entry = found.setdefault(
+                    (item["metadata"]["name"], item["metadata"]["version"]), {"hashes": set(), "pythons": set()}
+                )
                 entry["hashes"].add(f"sha256:{digest}")
                 entry["pythons"].add(python)
     out = [
         "# Pinned third-party wheels, with their sha256, for the islandora-job worker"
-        + (" (a site's job packages)" if packages else "") + ".",
+        + (" (a site's job packages)" if packages else "")
+        + ".",
         "# Made by (do not edit by hand):",
         f"#   {LOCK_COMMAND.replace('FILE', args.output)}" + "".join(f" --job-package {p}" for p in packages),
         f"# python: {' '.join(pythons)}",
@@ -505,8 +577,11 @@ def make_lock(args: argparse.Namespace) -> int:
     if base:
         out.append(f"# on top of: {base.name}")
     for (name, version), entry in sorted(found.items(), key=lambda kv: (normalize(kv[0][0]), kv[0][1])):
-        marker = "" if entry["pythons"] == set(pythons) else " ; " + " or ".join(
-            f'python_version == "{p}"' for p in sorted(entry["pythons"]))
+        marker = (
+            ""
+            if entry["pythons"] == set(pythons)
+            else " ; " + " or ".join(f'python_version == "{p}"' for p in sorted(entry["pythons"]))
+        )
         out.append(f"{name}=={version}{marker} \\")
         hashes = sorted(entry["hashes"])
         out.extend(f"    --hash={h}" + (" \\" if i < len(hashes) - 1 else "") for i, h in enumerate(hashes))
@@ -523,13 +598,28 @@ def main() -> int:
         parser = argparse.ArgumentParser(prog="build_wheelhouse.py lock", description=make_lock.__doc__)
         parser.add_argument("--output", required=True, help="the lock file to write")
         parser.add_argument("--project", default=str(PROJECT), help="the islandora-job project (default: %(default)s)")
-        parser.add_argument("--job-package", action="append", default=[],
-                            help="a site's job package: a directory, or a requirement spec (as in the role variable)")
-        parser.add_argument("--base-lock", help=f"pins the site lock builds on (default with job packages: {PROJECT_LOCK})")
+        parser.add_argument(
+            "--job-package",
+            action="append",
+            default=[],
+            help="a site's job package: a directory, or a requirement spec (as in the role variable)",
+        )
+        parser.add_argument(
+            "--base-lock", help=f"pins the site lock builds on (default with job packages: {PROJECT_LOCK})"
+        )
         parser.add_argument("--extra", action="append", default=["metrics"], help="extras of islandora-job to lock")
-        parser.add_argument("--python-version", action="append", default=[],
-                            help=f"a target Python (default: {' '.join(TARGET_PYTHONS)})")
-        parser.add_argument("--pip-arg", action="append", default=[], help="extra pip argument (on the command line: keep credentials in a PIP_CONFIG_FILE instead)")
+        parser.add_argument(
+            "--python-version",
+            action="append",
+            default=[],
+            help=f"a target Python (default: {' '.join(TARGET_PYTHONS)})",
+        )
+        parser.add_argument(
+            "--pip-arg",
+            action="append",
+            default=[],
+            help="extra pip argument (on the command line: keep credentials in a PIP_CONFIG_FILE instead)",
+        )
         return make_lock(parser.parse_args(sys.argv[2:]))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", action="append", default=[], help="a local project to build (first: islandora-job)")
@@ -538,7 +628,12 @@ def main() -> int:
     parser.add_argument("--extra", action="append", default=[], help="an extra of the first source, e.g. metrics")
     parser.add_argument("--python-version", required=True, help="target Python, e.g. 3.11")
     parser.add_argument("--cache", required=True, help="directory for builds and wheelhouses")
-    parser.add_argument("--pip-arg", action="append", default=[], help="extra pip argument (on the command line: keep credentials in a PIP_CONFIG_FILE instead)")
+    parser.add_argument(
+        "--pip-arg",
+        action="append",
+        default=[],
+        help="extra pip argument (on the command line: keep credentials in a PIP_CONFIG_FILE instead)",
+    )
     return build(parser.parse_args())
 
 

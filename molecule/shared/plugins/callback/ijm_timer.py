@@ -1,5 +1,20 @@
-# Molecule harness: print a playbook's wall time and its slowest tasks (ansible-core has no profile_tasks).
+"""Molecule harness: print a playbook's wall time and its slowest tasks (ansible-core has no profile_tasks).
+
+Enabled by the base molecule config (.config/molecule/config.yml: callbacks_enabled) for every scenario, so that
+each scenario's log says where its minutes went.
+"""
+
 from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from ansible.plugins.callback import CallbackBase
+
+if TYPE_CHECKING:
+    from ansible.executor.stats import AggregateStats
+    from ansible.playbook import Playbook
+    from ansible.playbook.task import Task
 
 DOCUMENTATION = """
 name: ijm_timer
@@ -11,9 +26,7 @@ requirements:
   - enabled in callbacks_enabled
 """
 
-import time
-
-from ansible.plugins.callback import CallbackBase
+SLOWEST = 10
 
 
 class CallbackModule(CallbackBase):
@@ -29,28 +42,31 @@ class CallbackModule(CallbackBase):
         self._current: tuple[str, float] | None = None
         self._tasks: dict[str, float] = {}
 
-    def v2_playbook_on_start(self, playbook) -> None:  # noqa: ANN001
+    def v2_playbook_on_start(self, playbook: Playbook) -> None:
         self._start = time.monotonic()
-        self._playbook = getattr(playbook, "_file_name", "")
+        self._playbook = str(getattr(playbook, "_file_name", ""))
 
     def _close(self) -> None:
+        """Add the running task's time to its total (a task name run on several plays adds up)."""
         if self._current is not None:
             name, started = self._current
             self._tasks[name] = self._tasks.get(name, 0.0) + time.monotonic() - started
             self._current = None
 
-    def v2_playbook_on_task_start(self, task, is_conditional) -> None:  # noqa: ANN001
+    def _open(self, name: str) -> None:
         self._close()
-        self._current = (task.get_name(), time.monotonic())
+        self._current = (name, time.monotonic())
 
-    def v2_playbook_on_handler_task_start(self, task) -> None:  # noqa: ANN001
-        self._close()
-        self._current = (f"handler: {task.get_name()}", time.monotonic())
+    def v2_playbook_on_task_start(self, task: Task, is_conditional: bool) -> None:
+        self._open(str(task.get_name()))
 
-    def v2_playbook_on_stats(self, stats) -> None:  # noqa: ANN001
+    def v2_playbook_on_handler_task_start(self, task: Task) -> None:
+        self._open(f"handler: {task.get_name()}")
+
+    def v2_playbook_on_stats(self, stats: AggregateStats) -> None:
         self._close()
         total = time.monotonic() - self._start
-        slowest = sorted(self._tasks.items(), key=lambda kv: kv[1], reverse=True)[:10]
+        slowest = sorted(self._tasks.items(), key=lambda kv: kv[1], reverse=True)[:SLOWEST]
         self._display.display(f"TIMING {self._playbook}: {total:.1f} s; slowest tasks:")
         for name, secs in slowest:
             self._display.display(f"  {secs:6.1f} s  {name}")
