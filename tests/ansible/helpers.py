@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tests.support.gearmand import admin
+from tests.support.gearmand import admin, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ROLES = REPO / "roles"
@@ -146,3 +148,41 @@ def queued(port: int, function: str) -> int:
         if fields[0] == function and len(fields) >= 2:
             return int(fields[1])
     return 0
+
+
+@contextlib.contextmanager
+def postgres_cluster(password: str) -> Iterator[int]:
+    """A PostgreSQL cluster of its own with password authentication (scram-sha-256) on loopback, a gearman role with
+    this password owning a gearman database; yields the port. As the postgres user when run as root."""
+    bindirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    assert bindirs, "PostgreSQL is required (Debian postgresql, make system-deps)"
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    # Not under tmp_path: the postgres user must reach it, and pytest keeps /tmp/pytest-of-root 0700.
+    home = Path(tempfile.mkdtemp(prefix="ij-pg-"))
+    home.chmod(0o755)
+    data = home / "data"
+    data.mkdir()
+    pwfile = home / "superuser-password"
+    pwfile.write_text("superuser-pw\n")
+    pwfile.chmod(0o644)
+    if as_user:
+        os.chown(data, pwd.getpwnam("postgres").pw_uid, pwd.getpwnam("postgres").pw_gid)
+    pg_ctl = [*as_user, str(bindirs[0] / "pg_ctl"), "-D", str(data)]
+    try:
+        initdb = [*as_user, str(bindirs[0] / "initdb"), "-D", str(data), "-A", "scram-sha-256", "-U", "postgres"]
+        result = run([*initdb, f"--pwfile={pwfile}"], timeout=120)
+        assert result.returncode == 0, result.stdout
+        port = free_port()
+        options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
+        result = run([*pg_ctl, "-o", options, "-l", str(data / "log"), "-w", "start"], timeout=120)
+        assert result.returncode == 0, result.stdout
+        psql = ["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1"]
+        env = {**os.environ, "PGPASSWORD": "superuser-pw"}
+        escaped = password.replace("'", "''")
+        for sql in (f"CREATE ROLE gearman LOGIN PASSWORD '{escaped}'", "CREATE DATABASE gearman OWNER gearman"):
+            result = run([*psql, "-c", sql], env=env, timeout=60)
+            assert result.returncode == 0, result.stdout
+        yield port
+    finally:
+        run([*pg_ctl, "-m", "immediate", "-w", "stop"], timeout=60)
+        shutil.rmtree(home, ignore_errors=True)

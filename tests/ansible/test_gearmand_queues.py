@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +33,7 @@ from tests.ansible.helpers import (
     GEARMAND,
     ROLES,
     playbook,
+    postgres_cluster,
     process,
     queued,
     run,
@@ -171,39 +170,9 @@ class Server:
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[int]:
-    """A PostgreSQL cluster of its own with password authentication (scram-sha-256) on loopback, a gearman role
-    (password PG_PASSWORD) owning a gearman database; yields the port. As the postgres user when run as root."""
-    bindirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
-    assert bindirs, "PostgreSQL is required (Debian postgresql, make system-deps)"
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    # Not under tmp_path: the postgres user must reach it, and pytest keeps /tmp/pytest-of-root 0700.
-    home = Path(tempfile.mkdtemp(prefix="ij-queues-pg-"))
-    home.chmod(0o755)
-    data = home / "data"
-    data.mkdir()
-    pwfile = home / "superuser-password"
-    pwfile.write_text("superuser-pw\n")
-    pwfile.chmod(0o644)
-    if as_user:
-        os.chown(data, pwd.getpwnam("postgres").pw_uid, pwd.getpwnam("postgres").pw_gid)
-    pg_ctl = [*as_user, str(bindirs[0] / "pg_ctl"), "-D", str(data)]
-    try:
-        initdb = [*as_user, str(bindirs[0] / "initdb"), "-D", str(data), "-A", "scram-sha-256", "-U", "postgres"]
-        result = run([*initdb, f"--pwfile={pwfile}"], timeout=120)
-        assert result.returncode == 0, result.stdout
-        port = free_port()
-        options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
-        result = run([*pg_ctl, "-o", options, "-l", str(data / "log"), "-w", "start"], timeout=120)
-        assert result.returncode == 0, result.stdout
-        psql = ["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1"]
-        env = {**os.environ, "PGPASSWORD": "superuser-pw"}
-        for sql in (f"CREATE ROLE gearman LOGIN PASSWORD '{PG_PASSWORD}'", "CREATE DATABASE gearman OWNER gearman"):
-            result = run([*psql, "-c", sql], env=env, timeout=60)
-            assert result.returncode == 0, result.stdout
+    """PostgreSQL with password authentication, a gearman role (password PG_PASSWORD) and database; the port."""
+    with postgres_cluster(PG_PASSWORD) as port:
         yield port
-    finally:
-        run([*pg_ctl, "-m", "immediate", "-w", "stop"], timeout=60)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
