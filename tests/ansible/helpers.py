@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -186,3 +187,60 @@ def postgres_cluster(password: str) -> Iterator[int]:
     finally:
         run([*pg_ctl, "-m", "immediate", "-w", "stop"], timeout=60)
         shutil.rmtree(home, ignore_errors=True)
+
+
+INIT_WRAPPER = """\
+#!/bin/sh
+# The test's stand-in for gearman-server-initctl (start, stop that waits, restart, status), on its own pid file.
+set -eu
+PIDFILE={pidfile}
+running() {{ [ -s "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }}
+do_start() {{
+    running && return 0
+    rm -f "$PIDFILE"
+{start}
+}}
+do_stop() {{
+    if running; then
+        pid=$(cat "$PIDFILE"); kill -TERM "$pid"
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    fi
+    rm -f "$PIDFILE"
+}}
+case "$1" in
+    start) do_start ;;
+    stop) do_stop ;;
+    restart) do_stop; do_start ;;
+    status) running || exit 3 ;;
+esac
+"""
+
+
+def init_wrapper(path: Path, pidfile: Path, start: str) -> Path:
+    """Write an executable init wrapper whose start runs these shell lines (gearmand with --pid-file="$PIDFILE")."""
+    path.write_text(INIT_WRAPPER.format(pidfile=pidfile, start=textwrap.indent(textwrap.dedent(start).strip(), "    ")))
+    path.chmod(0o755)
+    return path
+
+
+@contextlib.contextmanager
+def gearman_tree(prefix: str, *subdirs: str) -> Iterator[Path]:
+    """A directory standing in for a host's files: top 0755 (the gearman user reaches it, unlike pytest's tmp_path)
+    with these subdirectories owned by gearman, 0750. At exit the gearmand of run/gearmand.pid is killed and the
+    tree removed."""
+    if os.geteuid() != 0:
+        raise AssertionError("needs root (gearmand --user=gearman, files owned by gearman), as CI runs")
+    gearman = pwd.getpwnam("gearman")
+    top = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        top.chmod(0o755)
+        for sub in subdirs:
+            (top / sub).mkdir(mode=0o750)
+            os.chown(top / sub, gearman.pw_uid, gearman.pw_gid)
+        yield top
+    finally:
+        pidfile = top / "run" / "gearmand.pid"
+        if pidfile.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        shutil.rmtree(top)

@@ -17,56 +17,30 @@ against a redis-server started by the test.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import pwd
-import shutil
-import signal
 import subprocess
-import tempfile
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.ansible.helpers import GEARMAND, ROLES, playbook, process, queued, recap, run, system_binary, wait_port
+from tests.ansible.helpers import (
+    GEARMAND,
+    ROLES,
+    gearman_tree,
+    init_wrapper,
+    playbook,
+    process,
+    queued,
+    recap,
+    run,
+    system_binary,
+    wait_port,
+)
 from tests.support.gearmand import free_port
 
 ROLE = ROLES / "gearman_server"
 PASSWORD = "M0ve-p4ss:w/rd"
-
-INITCTL = textwrap.dedent("""\
-    #!/bin/sh
-    # The test's stand-in for gearman-server-initctl: Debian's init script's start line (root, --user=gearman,
-    # the defaults file sourced, $PARAMS split), on the test's own defaults file and pid file.
-    set -eu
-    PIDFILE={top}/run/gearmand.pid
-    running() {{ [ -s "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }}
-    do_start() {{
-        running && return 0
-        rm -f "$PIDFILE"
-        PARAMS=""
-        . {top}/etc/gearman-job-server
-        # gearmand reads /etc/gearmand.conf when no option names a config file: never the host's here.
-        case " $PARAMS " in *" --config-file="*) conf="" ;; *) conf="--config-file=/dev/null" ;; esac
-        {gearmand} --pid-file="$PIDFILE" --user=gearman $PARAMS $conf
-    }}
-    do_stop() {{
-        if running; then
-            pid=$(cat "$PIDFILE"); kill -TERM "$pid"
-            while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-        fi
-        rm -f "$PIDFILE"
-    }}
-    case "$1" in
-        start) do_start ;;
-        stop) do_stop ;;
-        restart) do_stop; do_start ;;
-        status) running || exit 3 ;;
-    esac
-""")
 
 
 class Host:
@@ -79,9 +53,16 @@ class Host:
         self.defaults = top / "etc" / "gearman-job-server"
         self.config = top / "etc" / "gearmand.conf"
         self.db = top / "lib" / "queue.sqlite3"
-        self.initctl = top / "initctl"
-        self.initctl.write_text(INITCTL.format(top=top, gearmand=system_binary(GEARMAND, "gearman-job-server")))
-        self.initctl.chmod(0o755)
+        # Debian's init script's start: root, the defaults file sourced, --user=gearman, $PARAMS split. gearmand
+        # reads /etc/gearmand.conf when no option names a config file: never the host's here.
+        self.initctl = init_wrapper(
+            top / "initctl",
+            top / "run" / "gearmand.pid",
+            f"""PARAMS=""
+            . {self.defaults}
+            case " $PARAMS " in *" --config-file="*) conf="" ;; *) conf="--config-file=/dev/null" ;; esac
+            {system_binary(GEARMAND, "gearman-job-server")} --pid-file="$PIDFILE" --user=gearman $PARAMS $conf""",
+        )
         self.variables = {
             "gearman_server_queue_type": queue,
             "gearman_server_sqlite_db": str(self.db),
@@ -185,25 +166,9 @@ def redis_port(tmp_path: Path) -> Iterator[int]:
 
 @pytest.fixture(params=["sqlite", "redis"])
 def host(request: pytest.FixtureRequest, redis_port: int) -> Iterator[Host]:
-    if os.geteuid() != 0:
-        raise AssertionError("needs root (gearmand --user=gearman, files owned by gearman), as CI runs")
-    gearman = pwd.getpwnam("gearman")
-    # Not under pytest's tmp_path (0700): the gearman user must reach the queue and the candidate files.
-    top = Path(tempfile.mkdtemp(prefix="ij-settings-move-", dir="/tmp"))
-    top.chmod(0o755)
-    (top / "etc").mkdir()
-    for sub in ("lib", "run", "log"):
-        (top / sub).mkdir(mode=0o750)
-        os.chown(top / sub, gearman.pw_uid, gearman.pw_gid)
-    h = Host(top, request.param, redis_port)
-    try:
-        yield h
-    finally:
-        pidfile = top / "run" / "gearmand.pid"
-        if pidfile.exists():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pidfile.read_text()), signal.SIGKILL)
-        shutil.rmtree(top)
+    with gearman_tree("ij-settings-move-", "lib", "run", "log") as top:
+        (top / "etc").mkdir()
+        yield Host(top, request.param, redis_port)
 
 
 def test_old_layout_moves_without_losing_a_job_and_restarts_once(host: Host) -> None:
