@@ -7,6 +7,7 @@ init wrapper replaced by the test's own, which starts gearmand as Debian's init 
 defaults file, with --user=gearman and $PARAMS. The old layout is written by hand, gearmand started on it and jobs
 queued; then:
 
+* a --check run reports the change and changes no file, restarts nothing;
 * the first run moves the settings (PARAMS holds the queue, the config file only a password or nothing), restarts
   gearmand once, and every job is still queued;
 * the second run changes nothing and does not restart gearmand (same pid).
@@ -124,7 +125,7 @@ class Host:
     def pid(self) -> int:
         return int((self.top / "run" / "gearmand.pid").read_text())
 
-    def converge(self) -> subprocess.CompletedProcess[str]:
+    def converge(self, *args: str) -> subprocess.CompletedProcess[str]:
         (self.top / "vars.json").write_text(json.dumps(self.variables))
         book = self.top / "configure.yml"
         book.write_text(
@@ -148,7 +149,7 @@ class Host:
                 ]
             )
         )
-        return playbook(book, "-e", f"@{self.top / 'vars.json'}", timeout=300)
+        return playbook(book, "-e", f"@{self.top / 'vars.json'}", *args, timeout=300)
 
     def params(self) -> list[str]:
         result = run(["sh", "-c", '. "$1"; printf "%s\\n" $PARAMS', "sh", str(self.defaults)])
@@ -182,6 +183,13 @@ def test_old_layout_moves_without_losing_a_job_and_restarts_once(host: Host) -> 
         assert result.returncode == 0, result.stdout
     assert queued(host.port, "ij_move") == 5
     old_pid = host.pid()
+
+    before = {p.name: p.read_bytes() for p in (host.top / "etc").iterdir()}
+    check = host.converge("--check")
+    assert check.returncode == 0, check.stdout[-5000:]
+    assert recap(check.stdout)["localhost"]["changed"] > 0, "check mode must report the move"
+    assert {p.name: p.read_bytes() for p in (host.top / "etc").iterdir()} == before, "check mode changed a file"
+    assert host.pid() == old_pid, "check mode restarted gearmand"
 
     first = host.converge()
     assert first.returncode == 0, first.stdout[-5000:]
