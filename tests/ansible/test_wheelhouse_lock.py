@@ -76,6 +76,16 @@ def test_lock_covers_the_runtime_dependencies_for_every_target_python() -> None:
         assert hashes, spec
 
 
+def test_the_build_backend_of_our_wheel_is_pinned() -> None:
+    """Our wheel is built in pip's isolated build environment: an unpinned setuptools would be whatever PyPI
+    has that day, and a new one could change the wheel with no change of ours."""
+    requires = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
+    assert requires, "pyproject.toml: build-system.requires is empty"
+    for spec in requires:
+        specifiers = list(Requirement(spec).specifier)
+        assert len(specifiers) == 1 and specifiers[0].operator == "==", f"pyproject.toml: {spec!r} is not pinned"
+
+
 def test_two_builds_from_one_lock_are_identical(tmp_path: Path) -> None:
     python = "3.13"  # not the controller's 3.11: built for the target's version
     first = manifest(build(tmp_path / "a", python, "--extra", "metrics"))
