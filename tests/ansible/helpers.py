@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import textwrap
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tests.support.gearmand import admin
+from tests.support.gearmand import admin, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ROLES = REPO / "roles"
@@ -146,3 +149,98 @@ def queued(port: int, function: str) -> int:
         if fields[0] == function and len(fields) >= 2:
             return int(fields[1])
     return 0
+
+
+@contextlib.contextmanager
+def postgres_cluster(password: str) -> Iterator[int]:
+    """A PostgreSQL cluster of its own with password authentication (scram-sha-256) on loopback, a gearman role with
+    this password owning a gearman database; yields the port. As the postgres user when run as root."""
+    bindirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    assert bindirs, "PostgreSQL is required (Debian postgresql, make system-deps)"
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    # Not under tmp_path: the postgres user must reach it, and pytest keeps /tmp/pytest-of-root 0700.
+    home = Path(tempfile.mkdtemp(prefix="ij-pg-"))
+    home.chmod(0o755)
+    data = home / "data"
+    data.mkdir()
+    pwfile = home / "superuser-password"
+    pwfile.write_text("superuser-pw\n")
+    pwfile.chmod(0o644)
+    if as_user:
+        os.chown(data, pwd.getpwnam("postgres").pw_uid, pwd.getpwnam("postgres").pw_gid)
+    pg_ctl = [*as_user, str(bindirs[0] / "pg_ctl"), "-D", str(data)]
+    try:
+        initdb = [*as_user, str(bindirs[0] / "initdb"), "-D", str(data), "-A", "scram-sha-256", "-U", "postgres"]
+        result = run([*initdb, f"--pwfile={pwfile}"], timeout=120)
+        assert result.returncode == 0, result.stdout
+        port = free_port()
+        options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
+        result = run([*pg_ctl, "-o", options, "-l", str(data / "log"), "-w", "start"], timeout=120)
+        assert result.returncode == 0, result.stdout
+        psql = ["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1"]
+        env = {**os.environ, "PGPASSWORD": "superuser-pw"}
+        escaped = password.replace("'", "''")
+        for sql in (f"CREATE ROLE gearman LOGIN PASSWORD '{escaped}'", "CREATE DATABASE gearman OWNER gearman"):
+            result = run([*psql, "-c", sql], env=env, timeout=60)
+            assert result.returncode == 0, result.stdout
+        yield port
+    finally:
+        run([*pg_ctl, "-m", "immediate", "-w", "stop"], timeout=60)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+INIT_WRAPPER = """\
+#!/bin/sh
+# The test's stand-in for gearman-server-initctl (start, stop that waits, restart, status), on its own pid file.
+set -eu
+PIDFILE={pidfile}
+running() {{ [ -s "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }}
+do_start() {{
+    running && return 0
+    rm -f "$PIDFILE"
+{start}
+}}
+do_stop() {{
+    if running; then
+        pid=$(cat "$PIDFILE"); kill -TERM "$pid"
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    fi
+    rm -f "$PIDFILE"
+}}
+case "$1" in
+    start) do_start ;;
+    stop) do_stop ;;
+    restart) do_stop; do_start ;;
+    status) running || exit 3 ;;
+esac
+"""
+
+
+def init_wrapper(path: Path, pidfile: Path, start: str) -> Path:
+    """Write an executable init wrapper whose start runs these shell lines (gearmand with --pid-file="$PIDFILE")."""
+    path.write_text(INIT_WRAPPER.format(pidfile=pidfile, start=textwrap.indent(textwrap.dedent(start).strip(), "    ")))
+    path.chmod(0o755)
+    return path
+
+
+@contextlib.contextmanager
+def gearman_tree(prefix: str, *subdirs: str) -> Iterator[Path]:
+    """A directory standing in for a host's files: top 0755 (the gearman user reaches it, unlike pytest's tmp_path)
+    with these subdirectories owned by gearman, 0750. At exit the gearmand of run/gearmand.pid is killed and the
+    tree removed."""
+    if os.geteuid() != 0:
+        raise AssertionError("needs root (gearmand --user=gearman, files owned by gearman), as CI runs")
+    gearman = pwd.getpwnam("gearman")
+    top = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        top.chmod(0o755)
+        for sub in subdirs:
+            (top / sub).mkdir(mode=0o750)
+            os.chown(top / sub, gearman.pw_uid, gearman.pw_gid)
+        yield top
+    finally:
+        pidfile = top / "run" / "gearmand.pid"
+        if pidfile.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        shutil.rmtree(top)

@@ -104,6 +104,24 @@ CASES: list[tuple[str, str, bool, dict[str, Any], list[str]]] = [
         ["gearman_server_mysql_password contains whitespace"],
     ),
     (
+        "queue-value-shell-quote",
+        "gearman_server",
+        True,
+        {
+            "gearman_server_queue_type": "redis",
+            "gearman_server_redis_password": "x",
+            "gearman_server_redis_prefix": 'gm"$(id)',
+        },
+        ["gearman_server_redis_prefix must not contain whitespace, quotes"],
+    ),
+    (
+        "pg-password-line-break",
+        "gearman_server",
+        True,
+        {"gearman_server_queue_type": "postgres", "gearman_server_postgres_password": "a\nb"},
+        ["gearman_server_postgres_password contains a line break"],
+    ),
+    (
         "sqlite-file-in-var-lib",
         "gearman_server",
         True,

@@ -8,7 +8,6 @@ does; it needs root and apt. The services it started are stopped at the end unle
 
 from __future__ import annotations
 
-import grp
 import json
 import os
 import stat
@@ -82,8 +81,9 @@ def test_deploy_twice_then_check_mode_then_smoke(deployment: subprocess.Complete
     check = _assert_ok(check_run, "the --check --diff run")
     assert check["changed"] == 0, "check mode reports changes:\n" + changed_tasks(check_run.stdout)
 
-    conf = Path("/etc/gearmand.conf").stat()
-    assert (stat.S_IMODE(conf.st_mode), conf.st_uid, grp.getgrgid(conf.st_gid).gr_name) == (0o640, 0, "gearman")
+    # sqlite (the default): the queue in PARAMS, no secret, so no /etc/gearmand.conf (issue 17)
+    assert not Path("/etc/gearmand.conf").exists()
+    assert "--queue-type=libsqlite3" in Path("/etc/default/gearman-job-server").read_text()
     worker_conf = Path("/etc/islandora-job/worker.toml").stat()
     assert stat.S_IMODE(worker_conf.st_mode) == 0o640
     rotate = Path("/etc/logrotate.d/islandora-job-worker")

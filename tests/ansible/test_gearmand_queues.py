@@ -1,20 +1,24 @@
 """The gearman_server templates, rendered by Ansible for each queue type, checked against gearmand itself.
 
-The role's templates (/etc/default/gearman-job-server and /etc/gearmand.conf) are rendered with the
-role's defaults and vars plus each case's variables, in one ansible-playbook run. For each queue type a
-real gearmand (Debian's /usr/sbin/gearmand) is started on a free loopback port with exactly the rendered
-options (PARAMS as the init script splits them, minus --daemon; address, port and log file moved to the
-test's own), against a local back-end from Debian's packages started by the test on a free port
-(redis-server, memcached; sqlite in a temporary directory). It must serve, keep a background job across
-a restart (builtin: serve only, and the job is gone after a restart, as documented), and drop the job once
-a worker has done it. The pre-flight check script of the role is run against the same files, including
-a wrong redis password that it must refuse.
+The role's templates (/etc/default/gearman-job-server, /etc/gearmand.conf and the libpq password file) are
+rendered with the role's defaults and vars plus each case's variables, in one ansible-playbook run. PARAMS holds
+the queue type and every queue option but a password (issue 17); a MySQL or redis password is in gearmand.conf,
+named by --config-file only then; a PostgreSQL password is in the password file named by passfile= in the
+conninfo. For each queue type a real gearmand (Debian's /usr/sbin/gearmand) is started on a free loopback port
+with exactly the rendered options (PARAMS as the init script splits them, minus --daemon; address, port and log
+file moved to the test's own), against a local back-end from Debian's packages started by the test on a free port
+(redis-server, memcached, PostgreSQL with password authentication; sqlite in a temporary directory). It must
+serve, keep a background job across a restart (builtin: serve only, and the job is gone after a restart, as
+documented), and drop the job once a worker has done it. The pre-flight check script of the role is run against
+the same files, including a wrong redis password and a wrong PostgreSQL password file that it must refuse.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,6 +33,7 @@ from tests.ansible.helpers import (
     GEARMAND,
     ROLES,
     playbook,
+    postgres_cluster,
     process,
     queued,
     run,
@@ -41,6 +46,8 @@ from tests.support.gearmand import admin, free_port
 ROLE = ROLES / "gearman_server"
 CHECK_SCRIPT = ROLE / "files" / "gearman-server-check-queue"
 REDIS_PASSWORD = "t3st-Pa55word"
+# ':' and '\\' are escaped in libpq's password file; '%', '/' and '@' would need percent-encoding in a URI.
+PG_PASSWORD = "pg:s3cret\\pw%/@"
 
 
 def render(tmp: Path, cases: dict[str, dict[str, Any]]) -> dict[str, Path]:
@@ -77,6 +84,7 @@ def render(tmp: Path, cases: dict[str, dict[str, Any]]) -> dict[str, Path]:
                         }
                         for src, dest in [
                             ("gearmand.conf.j2", "gearmand.conf"),
+                            ("pgpass.j2", "pgpass"),
                             ("gearman-job-server.default.j2", "gearman-job-server"),
                             ("firewall.nft.j2", "firewall.nft"),
                         ]
@@ -101,12 +109,14 @@ class Server:
     """gearmand started with a case's rendered options, on a free loopback port."""
 
     def __init__(self, files: Path, workdir: Path) -> None:
+        workdir.mkdir(exist_ok=True)
         self.files = files
         self.workdir = workdir
         self.port = free_port()
         rendered = params(files / "gearman-job-server")
         assert "--daemon" in rendered, "Debian's Type=forking unit and its init script need --daemon"
-        assert f"--config-file={'/etc/gearmand.conf'}" in rendered
+        # gearmand reads /etc/gearmand.conf even when no option names it: the test's own file, or none.
+        config = files / "gearmand.conf" if "--config-file=/etc/gearmand.conf" in rendered else Path(os.devnull)
         moved = ("--daemon", "--listen=", "--port=", "--log-file=", "--config-file=", "--syslog")
         self.argv = [
             system_binary(GEARMAND, "gearman-job-server"),
@@ -114,16 +124,19 @@ class Server:
             "--listen=127.0.0.1",
             f"--port={self.port}",
             f"--log-file={workdir / 'gearmand.log'}",
-            f"--config-file={files / 'gearmand.conf'}",
+            f"--config-file={config}",
         ]
         if os.geteuid() == 0:
             self.argv.append("--user=root")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.env: dict[str, str] | None = None
 
     def start(self) -> None:
         log = self.workdir / "gearmand.out"
         with open(log, "ab") as out:
-            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env
+            )
         try:
             wait_port(self.port, self.proc)
         except AssertionError as exc:
@@ -156,7 +169,14 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def postgres() -> Iterator[int]:
+    """PostgreSQL with password authentication, a gearman role (password PG_PASSWORD) and database; the port."""
+    with postgres_cluster(PG_PASSWORD) as port:
+        yield port
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory, postgres: int) -> dict[str, Path]:
     system_binary("/usr/bin/gearman", "gearman-tools")
     tmp = tmp_path_factory.mktemp("gearman_server_templates")
     sqlite_dir = tmp / "sqlite-db"
@@ -192,6 +212,12 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                 "gearman_server_postgres_password": "pg/s@cret:pw%",
                 "gearman_server_postgres_host": "db.example.org",
             },
+            "postgres_live": {
+                "gearman_server_queue_type": "postgres",
+                "gearman_server_postgres_port": postgres,
+                "gearman_server_postgres_password": PG_PASSWORD,
+                "__gearman_server_pgpass_file": str(tmp / "postgres_live" / "pgpass"),
+            },
             "every_option": {
                 "gearman_server_queue_type": "builtin",
                 "gearman_server_round_robin": True,
@@ -213,10 +239,12 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
 
 
-def with_port(files: Path, option: str, value: str) -> None:
-    conf = files / "gearmand.conf"
-    lines = [f"{option}={value}" if line.startswith(f"{option}=") else line for line in conf.read_text().splitlines()]
-    conf.write_text("\n".join(lines) + "\n")
+def set_option(files: Path, option: str, value: str) -> None:
+    """Set a queue option of PARAMS (the back-ends of the tests listen on free ports)."""
+    defaults = files / "gearman-job-server"
+    text, count = re.subn(rf"(?<=[\s\"]){re.escape(option)}=[^\s\"]*", f"{option}={value}", defaults.read_text())
+    assert count == 1, f"{option} is not in PARAMS once:\n{text}"
+    defaults.write_text(text)
 
 
 @pytest.fixture
@@ -282,9 +310,16 @@ def check_persistence(server: Server, function: str) -> None:
         server.stop()
 
 
+def layout(files: Path) -> tuple[list[str], list[str]]:
+    """(PARAMS split as the init script does, the lines of gearmand.conf that are options)."""
+    conf = [line for line in (files / "gearmand.conf").read_text().splitlines() if line.startswith("-")]
+    return params(files / "gearman-job-server"), conf
+
+
 def test_builtin_serves_and_forgets_on_restart(rendered: dict[str, Path], tmp_path: Path) -> None:
-    conf = (rendered["builtin"] / "gearmand.conf").read_text()
-    assert "--queue-type=builtin" in conf
+    opts, conf = layout(rendered["builtin"])
+    assert "--queue-type=builtin" in opts and conf == []
+    assert not any(o.startswith("--config-file") for o in opts), "no secret: no config file"
     server = Server(rendered["builtin"], tmp_path)
     server.start()
     try:
@@ -301,29 +336,49 @@ def test_builtin_serves_and_forgets_on_restart(rendered: dict[str, Path], tmp_pa
 
 def test_sqlite_keeps_background_jobs(rendered: dict[str, Path], tmp_path: Path) -> None:
     files = rendered["sqlite"]
-    conf = (files / "gearmand.conf").read_text()
-    assert "--queue-type=libsqlite3" in conf and "--store-queue-on-shutdown" not in conf
+    opts, conf = layout(files)
+    db = files.parent / "sqlite-db" / "q.sqlite3"
+    for expected in ("--queue-type=libsqlite3", f"--libsqlite3-db={db}", "--libsqlite3-table=gearman_queue"):
+        assert expected in opts, (expected, opts)
+    assert "--store-queue-on-shutdown" not in opts and conf == []
+    assert not any(o.startswith("--config-file") for o in opts), "no secret: no config file"
     check_persistence(Server(files, tmp_path), "ij_sqlite")
 
 
 def test_sqlite_store_on_shutdown_keeps_jobs_across_a_clean_restart(rendered: dict[str, Path], tmp_path: Path) -> None:
     files = rendered["sqlite_on_shutdown"]
-    assert "--store-queue-on-shutdown" in (files / "gearmand.conf").read_text()
+    assert "--store-queue-on-shutdown" in params(files / "gearman-job-server")
     check_persistence(Server(files, tmp_path), "ij_sqlite2")
 
 
 def test_redis_keeps_background_jobs(rendered: dict[str, Path], tmp_path: Path, redis: int) -> None:
     files = rendered["redis"]
-    with_port(files, "--redis-port", str(redis))
-    conf = (files / "gearmand.conf").read_text()
-    assert f"--redis-password={REDIS_PASSWORD}" in conf
+    set_option(files, "--redis-port", str(redis))
+    opts, conf = layout(files)
+    for expected in (
+        "--queue-type=redis",
+        "--redis-server=127.0.0.1",
+        f"--redis-port={redis}",
+        "--redis-prefix=ijtest_",
+    ):
+        assert expected in opts, (expected, opts)
+    assert conf == [f"--redis-password={REDIS_PASSWORD}"], "the config file holds the password and nothing else"
+    assert "--config-file=/etc/gearmand.conf" in opts
     assert REDIS_PASSWORD not in (files / "gearman-job-server").read_text(), "secret in the world-readable file"
     check_persistence(Server(files, tmp_path), "ij_redis")
 
 
 def test_memcached_keeps_background_jobs(rendered: dict[str, Path], tmp_path: Path, memcached: int) -> None:
     files = rendered["memcached"]
-    with_port(files, "--libmemcached-servers", f"127.0.0.1:{memcached}")
+    set_option(files, "--libmemcached-servers", f"127.0.0.1:{memcached}")
+    opts, conf = layout(files)
+    for expected in (
+        "--queue-type=libmemcached",
+        f"--libmemcached-servers=127.0.0.1:{memcached}",
+        "--libmemcached-prefix=ijtest_",
+    ):
+        assert expected in opts, (expected, opts)
+    assert conf == [] and not any(o.startswith("--config-file") for o in opts)
     check_persistence(Server(files, tmp_path), "ij_memcached")
 
 
@@ -356,17 +411,84 @@ def test_default_job_retries_is_finite(rendered: dict[str, Path]) -> None:
     assert "--job-retries=3" in params(rendered["sqlite"] / "gearman-job-server")
 
 
-def test_mysql_and_postgres_secrets_stay_in_gearmand_conf(rendered: dict[str, Path]) -> None:
-    mysql = (rendered["mysql"] / "gearmand.conf").read_text().splitlines()
-    assert "--queue-type=MySQL" in mysql
-    assert "--mysql-password=my/s@cret:pw" in mysql
-    postgres = (rendered["postgres"] / "gearmand.conf").read_text().splitlines()
-    assert "--queue-type=Postgres" in postgres
-    # percent-encoded, no spaces: gearmand splits the file on whitespace
-    assert "--libpq-conninfo=postgresql://gearman:pg%2Fs%40cret%3Apw%25@db.example.org:5432/gearman" in postgres
+def test_mysql_and_postgres_secrets_stay_apart(rendered: dict[str, Path]) -> None:
+    opts, conf = layout(rendered["mysql"])
+    for expected in (
+        "--queue-type=MySQL",
+        "--mysql-host=127.0.0.1",
+        "--mysql-port=3306",
+        "--mysql-user=gearman",
+        "--mysql-db=gearman",
+        "--mysql-table=gearman_queue",
+        "--config-file=/etc/gearmand.conf",
+    ):
+        assert expected in opts, (expected, opts)
+    assert conf == ["--mysql-password=my/s@cret:pw"], "the config file holds the password and nothing else"
+    opts, _ = layout(rendered["postgres"])
+    # no password in the URI, no spaces (systemd and sh split PARAMS on whitespace)
+    assert "--libpq-conninfo=postgresql://gearman@db.example.org:5432/gearman?passfile=/var/lib/gearman/.pgpass" in opts
+    assert "--queue-type=Postgres" in opts and "--libpq-table=queue" in opts
+    assert not any(o.startswith("--config-file") for o in opts), "the password is in libpq's file, not gearmand's"
+    assert (rendered["postgres"] / "pgpass").read_text().splitlines()[-1] == (
+        "db.example.org:5432:gearman:gearman:pg/s@cret\\:pw%"
+    )
     for case in ("mysql", "postgres"):
-        defaults = (rendered[case] / "gearman-job-server").read_text()
-        assert "cret" not in defaults and "--config-file=/etc/gearmand.conf" in defaults
+        assert "cret" not in (rendered[case] / "gearman-job-server").read_text()
+
+
+def start_fails(server: Server, *why: str) -> str:
+    """Start a server that must not come up; the output of gearmand, which must say one of why."""
+    with pytest.raises(AssertionError) as failed:
+        server.start()
+    server.stop()
+    assert any(w in str(failed.value) for w in why), str(failed.value)[-2000:]
+    return str(failed.value)
+
+
+def test_postgres_reads_its_password_from_the_password_file(
+    rendered: dict[str, Path], postgres: int, tmp_path: Path
+) -> None:
+    """A real PostgreSQL with password authentication (scram-sha-256): gearmand 1.1.20 gets the password from the
+    file named by passfile= in the conninfo of PARAMS. Measured beside it: without that file gearmand cannot
+    connect; libpq's PGPASSFILE variable works as well; libpq ignores a password file others can read."""
+    files = rendered["postgres_live"]
+    pgpass = files / "pgpass"
+    opts, _ = layout(files)
+    assert f"--libpq-conninfo=postgresql://gearman@127.0.0.1:{postgres}/gearman?passfile={pgpass}" in opts
+    assert PG_PASSWORD not in (files / "gearman-job-server").read_text()
+    assert oct(pgpass.stat().st_mode & 0o777) == "0o600"
+    check_persistence(Server(files, tmp_path / "passfile"), "ij_postgres")
+
+    without = tmp_path / "without-passfile"
+    shutil.copytree(files, without)
+    defaults = without / "gearman-job-server"
+    defaults.write_text(defaults.read_text().replace(f"?passfile={pgpass}", ""))
+    start_fails(Server(without, tmp_path / "no-password"), "no password supplied", "password authentication failed")
+    with_env = Server(without, tmp_path / "pgpassfile-env")
+    with_env.env = {**os.environ, "PGPASSFILE": str(pgpass)}
+    with_env.start()
+    with_env.stop()
+
+    pgpass.chmod(0o644)
+    try:
+        start_fails(Server(files, tmp_path / "world-readable"), "has group or world access")
+    finally:
+        pgpass.chmod(0o600)
+
+
+def test_preflight_checks_the_postgres_password_file(rendered: dict[str, Path], postgres: int, tmp_path: Path) -> None:
+    files = rendered["postgres_live"]
+    user = ["--user", "root"] if os.geteuid() == 0 else []
+    check = ["python3", str(CHECK_SCRIPT), str(files / "gearman-job-server"), *user, "--timeout", "10"]
+    ok = run([*check, "--passfile", str(files / "pgpass")])
+    assert ok.returncode == 0, ok.stdout
+    wrong = tmp_path / "pgpass"
+    wrong.write_text((files / "pgpass").read_text().replace("s3cret", "wrong-pw"))
+    wrong.chmod(0o600)
+    refused = run([*check, "--passfile", str(wrong)])
+    assert refused.returncode == 1, refused.stdout
+    assert "password authentication failed" in refused.stdout, refused.stdout
+    assert "wrong-pw" not in refused.stdout and "s3cret" not in refused.stdout, refused.stdout
 
 
 def test_firewall_table_is_valid_nftables(rendered: dict[str, Path]) -> None:
@@ -387,23 +509,24 @@ def test_preflight_accepts_a_working_queue_and_refuses_bad_credentials(
     rendered: dict[str, Path], tmp_path: Path, redis: int
 ) -> None:
     files = rendered["redis"]
-    with_port(files, "--redis-port", str(redis))
+    set_option(files, "--redis-port", str(redis))
     user = ["--user", "root"] if os.geteuid() == 0 else []
-    ok = run(["python3", str(CHECK_SCRIPT), str(files / "gearmand.conf"), *user, "--timeout", "10"])
+    check = ["python3", str(CHECK_SCRIPT), str(files / "gearman-job-server"), *user, "--timeout", "10"]
+    ok = run([*check, "--config-file", str(files / "gearmand.conf")])
     assert ok.returncode == 0, ok.stdout
     bad = tmp_path / "bad.conf"
     bad.write_text((files / "gearmand.conf").read_text().replace(REDIS_PASSWORD, "wrong-password"))
     log = tmp_path / "preflight.log"
-    refused = run(["python3", str(CHECK_SCRIPT), str(bad), *user, "--timeout", "10", "--log", str(log)])
+    refused = run([*check, "--config-file", str(bad), "--log", str(log)])
     assert refused.returncode == 1, refused.stdout
     assert "WRONGPASS" in refused.stdout and "WRONGPASS" in log.read_text()
     assert "wrong-password" not in refused.stdout, "the check must not print the password"
 
 
 def test_preflight_refuses_an_unusable_sqlite_path(rendered: dict[str, Path], tmp_path: Path) -> None:
-    conf = tmp_path / "gearmand.conf"
+    conf = tmp_path / "gearman-job-server"
     conf.write_text(
-        (rendered["sqlite"] / "gearmand.conf")
+        (rendered["sqlite"] / "gearman-job-server")
         .read_text()
         .replace("--libsqlite3-db=", "--libsqlite3-db=/nonexistent/dir/")
     )
@@ -421,9 +544,9 @@ def test_preflight_refuses_a_memcached_that_would_not_replay_every_job(
     def check(port: int) -> subprocess.CompletedProcess[str]:
         files = tmp_path / f"against-{port}"
         files.mkdir()
-        (files / "gearmand.conf").write_text((rendered["memcached"] / "gearmand.conf").read_text())
-        with_port(files, "--libmemcached-servers", f"127.0.0.1:{port}")
-        return run(["python3", str(CHECK_SCRIPT), str(files / "gearmand.conf"), *user, "--timeout", "10"])
+        (files / "gearman-job-server").write_text((rendered["memcached"] / "gearman-job-server").read_text())
+        set_option(files, "--libmemcached-servers", f"127.0.0.1:{port}")
+        return run(["python3", str(CHECK_SCRIPT), str(files / "gearman-job-server"), *user, "--timeout", "10"])
 
     ok = check(memcached)
     assert ok.returncode == 0, ok.stdout

@@ -1,9 +1,9 @@
 """The default sqlite queue in WAL mode (issue 15): as durable as the rollback journal, proven with kill -9.
 
-gearmand is started with the gearman_server role's rendered options (PARAMS and /etc/gearmand.conf, as in
-test_gearmand_queues.py), on a queue file the role's own tool (files/gearman-server-sqlite-wal) created in WAL
-mode, as the role does before any gearmand opens it. The rollback-journal file gearmand creates by itself (what
-the role deployed before) runs the same tests side by side. A job counts as acknowledged when its JOB_CREATED
+gearmand is started with the gearman_server role's rendered options (PARAMS, as in test_gearmand_queues.py), on
+a queue file the role's own tool (files/gearman-server-sqlite-wal) created in WAL mode, as the role does before
+any gearmand opens it. The rollback-journal file gearmand creates by itself (what the role deployed before) runs
+the same tests side by side. A job counts as acknowledged when its JOB_CREATED
 arrived; gearmand sends it after the job's row was committed.
 
 * acknowledged background jobs, then SIGKILL, then a restart: every job is replayed;
@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 
 from tests.ansible.helpers import GEARMAND, ROLES, run, system_binary, wait_port
-from tests.ansible.test_gearmand_queues import Server, render
+from tests.ansible.test_gearmand_queues import Server, render, set_option
 from tests.support.gearmand import admin, free_port
 
 WAL_TOOL = ROLES / "gearman_server" / "files" / "gearman-server-sqlite-wal"
@@ -151,9 +151,7 @@ def role_files(rendered: Path, tmp_path: Path) -> tuple[Path, Path]:
     files = tmp_path / "files"
     shutil.copytree(rendered, files)
     db = tmp_path / "queue.sqlite3"
-    conf = files / "gearmand.conf"
-    lines = [f"--libsqlite3-db={db}" if s.startswith("--libsqlite3-db=") else s for s in conf.read_text().splitlines()]
-    conf.write_text("\n".join(lines) + "\n")
+    set_option(files, "--libsqlite3-db", str(db))
     return files, db
 
 

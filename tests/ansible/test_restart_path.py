@@ -13,52 +13,31 @@ drives the host's service and /etc/default file): it starts gearmand as the init
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pwd
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.ansible.helpers import GEARMAND, ROLES, playbook, queued, run, system_binary, wait_port
+from tests.ansible.helpers import (
+    GEARMAND,
+    ROLES,
+    gearman_tree,
+    init_wrapper,
+    playbook,
+    queued,
+    run,
+    system_binary,
+    wait_port,
+)
 from tests.support.gearmand import free_port
 
 WAL_TOOL = ROLES / "gearman_server" / "files" / "gearman-server-sqlite-wal"
-
-INITCTL = textwrap.dedent("""\
-    #!/bin/sh
-    # The test's stand-in for gearman-server-initctl: same start line shape (root, --daemon, --user=gearman).
-    set -eu
-    PIDFILE={top}/run/gearmand.pid
-    running() {{ [ -s "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }}
-    do_start() {{
-        running && return 0
-        rm -f "$PIDFILE"
-        {gearmand} --daemon --pid-file="$PIDFILE" --user=gearman --listen=127.0.0.1 --port={port} \\
-            --config-file=/dev/null --log-file={top}/run/gearmand.log -q libsqlite3 --libsqlite3-db={db}
-    }}
-    do_stop() {{
-        if running; then
-            pid=$(cat "$PIDFILE"); kill -TERM "$pid"
-            while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-        fi
-        rm -f "$PIDFILE"
-    }}
-    case "$1" in
-        start) do_start ;;
-        stop) do_stop ;;
-        restart) do_stop; do_start ;;
-        status) running || exit 3 ;;
-    esac
-""")
 
 
 class Host:
@@ -66,11 +45,14 @@ class Host:
         self.top = top
         self.port = free_port()
         self.db = top / "lib" / "queue.sqlite3"
-        self.initctl = top / "initctl"
-        self.initctl.write_text(
-            INITCTL.format(top=top, gearmand=system_binary(GEARMAND, "gearman-job-server"), port=self.port, db=self.db)
+        # The start line's shape of the init script: root, --daemon, --user=gearman.
+        gearmand = system_binary(GEARMAND, "gearman-job-server")
+        self.initctl = init_wrapper(
+            top / "initctl",
+            top / "run" / "gearmand.pid",
+            f"""{gearmand} --daemon --pid-file="$PIDFILE" --user=gearman --listen=127.0.0.1 --port={self.port} \\
+                --config-file=/dev/null --log-file={top}/run/gearmand.log -q libsqlite3 --libsqlite3-db={self.db}""",
         )
-        self.initctl.chmod(0o755)
 
     def ctl(self, action: str) -> None:
         result = run([str(self.initctl), action], timeout=60)
@@ -115,23 +97,9 @@ class Host:
 
 @pytest.fixture
 def host() -> Iterator[Host]:
-    if os.geteuid() != 0:
-        raise AssertionError("needs root (gearmand --user=gearman), as CI runs")
-    gearman = pwd.getpwnam("gearman")
-    top = Path(tempfile.mkdtemp(prefix="ij-restart-", dir="/tmp"))
-    top.chmod(0o755)
-    for sub in ("lib", "run"):  # the queue's and the pid file's directories, gearman's as on a host
-        (top / sub).mkdir(mode=0o750)
-        os.chown(top / sub, gearman.pw_uid, gearman.pw_gid)
-    h = Host(top)
-    try:
-        yield h
-    finally:
-        pidfile = top / "run" / "gearmand.pid"
-        if pidfile.exists():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pidfile.read_text()), signal.SIGKILL)
-        shutil.rmtree(top)
+    # the queue's and the pid file's directories, gearman's as on a host
+    with gearman_tree("ij-restart-", "lib", "run") as top:
+        yield Host(top)
 
 
 def outcome(output: str, task: str) -> str:
