@@ -270,3 +270,26 @@ def test_the_location_is_the_same_whichever_file_holds_the_options_and_names_no_
         check=False,
     )
     assert bad.returncode in (0, 2) and "Traceback" not in bad.stderr
+
+
+def test_the_same_store_under_another_name_is_refused_and_keeps_every_job(tmp_path: Path) -> None:
+    """redis reached as 127.1, then as 127.0.0.1: two locations for the role, one store. Moving would complete (and so
+    delete from the store) the jobs the running gearmand replayed from it; the role refuses and nothing is lost."""
+    batch = [job for job in jobs(30) if job[2]]
+    port = free_port()
+    host = Host(tmp_path, port, "redis")
+    with backend("redis", tmp_path / "store") as args:
+        alias = [a.replace("--redis-server=127.0.0.1", "--redis-server=127.1") for a in args]
+        host.deploy([], long_options(alias))
+        with live(tmp_path, "by-alias", port, alias) as server:
+            submit(server, batch)
+            out, counts = host.step("before")
+            assert counts.get("failed") == 0, out
+        host.deploy(long_options(args), None)
+        with live(tmp_path, "by-address", port, args) as server:
+            assert waiting(server) == len(batch)
+            out, counts = host.step("after")
+            assert counts.get("failed") == 1 and "already queued in the running gearmand" in out, out
+            assert len(list(host.records.glob("*.conf"))) == 1
+        with live(tmp_path, "again", free_port(), args) as server:
+            assert check_target(server, batch) == 0, "the store lost jobs"
