@@ -35,25 +35,28 @@ TOOL = ROLES / "gearman_server" / "files" / "gearman-server-queue-move"
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
-def write_playbook(tmp: Path, step: str) -> Path:
+def write_playbook(tmp: Path, step: str, new_defaults: str | None = None) -> Path:
+    """One play: the role's queue move tasks at STEP; for "fill", step "before", the new defaults file (what the
+    role's templates do), then "fill", as the role runs them in one play."""
+    include = "ansible.builtin.include_role"
+    role = {"name": "gearman_server", "tasks_from": "queue_move"}
+    tasks: list[dict[str, Any]] = []
+    if step == "fill":
+        tasks += [
+            {"name": "Step before", include: role, "vars": {"__gearman_server_queue_move_step": "before"}},
+            {
+                "name": "The new options (as the templates write them)",
+                "ansible.builtin.copy": {
+                    "dest": "{{ __gearman_server_defaults_file }}",
+                    "content": new_defaults,
+                    "mode": "0644",
+                },
+            },
+        ]
+    tasks.append({"name": f"Step {step}", include: role, "vars": {"__gearman_server_queue_move_step": step}})
     book = tmp / f"{step}.yml"
     book.write_text(
-        json.dumps(
-            [
-                {
-                    "name": f"gearman_server queue move, step {step}",
-                    "hosts": "localhost",
-                    "gather_facts": False,
-                    "tasks": [
-                        {
-                            "name": "The role's queue move tasks",
-                            "ansible.builtin.include_role": {"name": "gearman_server", "tasks_from": "queue_move"},
-                            "vars": {"__gearman_server_queue_move_step": step},
-                        }
-                    ],
-                }
-            ]
-        )
+        json.dumps([{"name": f"queue move, step {step}", "hosts": "localhost", "gather_facts": False, "tasks": tasks}])
     )
     return book
 
@@ -88,12 +91,15 @@ class Host:
         conf = self.tmp / "gearmand.conf"
         if config is not None:
             conf.write_text("".join(f"{option}\n" for option in config))
-        words = [f"--port={self.port}", f"--config-file={conf if config is not None else '/dev/null'}", *params]
-        self.defaults.write_text(f'# managed\nPARAMS="--daemon {" ".join(words)}"\n')
+        self.defaults.write_text(self.defaults_text(params, conf if config is not None else None))
 
-    def step(self, step: str, **extra: Any) -> tuple[str, dict[str, int]]:
+    def defaults_text(self, params: list[str], conf: Path | None) -> str:
+        words = [f"--port={self.port}", f"--config-file={conf or '/dev/null'}", *params]
+        return f'# managed\nPARAMS="--daemon {" ".join(words)}"\n'
+
+    def step(self, step: str, new_defaults: str | None = None, **extra: Any) -> tuple[str, dict[str, int]]:
         result = playbook(
-            write_playbook(self.tmp, step),
+            write_playbook(self.tmp, step, new_defaults),
             "-e",
             json.dumps({**self.extra, **extra}),
             inventory=None,
@@ -208,15 +214,34 @@ def test_leaving_a_builtin_queue_that_holds_jobs_is_refused_unless_the_loss_is_a
     host.deploy([], None)  # no queue option anywhere: gearmand's builtin queue
     with live(tmp_path, "builtin", port, []) as server:
         submit(server, jobs(5))
-        out, counts = host.step("before")
+        out, counts = host.step("before", gearman_server_queue_move=False)
         assert counts.get("failed") == 1, out
         assert "builtin queue holds 5 job(s)" in out and "gearman_server_queue_builtin_loss_ok" in out, out
-        out, counts = host.step("before", gearman_server_queue_builtin_loss_ok=True)
-        assert counts.get("failed") == 0 and "WARNING" in out and "holds 5 job(s)" in out, out
+        out, counts = host.step("before", gearman_server_queue_move=False, gearman_server_queue_builtin_loss_ok=True)
+        assert counts.get("failed") == 0 and "WARNING: they are lost" in out and "holds 5 job(s)" in out, out
         out, counts = host.step("before", gearman_server_queue_type="builtin")  # staying builtin: no refusal
         assert counts.get("failed") == 0, out
         assert waiting(server) == 5, "the refusal touched nothing"
     assert list(host.records.glob("*.conf")) == [], "a builtin queue leaves no record"
+
+
+def test_the_jobs_of_a_builtin_queue_are_moved_into_the_new_queue_before_the_restart(tmp_path: Path) -> None:
+    """The handler step "fill" runs between the new files and the restart: the restarted gearmand replays them all."""
+    batch = [job for job in jobs(120) if job[2]]
+    port = free_port()
+    host = Host(tmp_path, port, "sqlite")
+    host.deploy([], None)
+    with backend("sqlite", tmp_path / "new-store") as new_args, live(tmp_path, "builtin", port, []) as server:
+        submit(server, batch)
+        out, counts = host.step("fill", host.defaults_text(long_options(new_args), None))
+        assert counts.get("failed") == 0 and counts["changed"] >= 1, out
+        assert "moved to the sqlite queue just before the restart" in out, out
+        for function in ("ij_move_a", "ij_move_b"):
+            expected = sum(1 for f, *_ in batch if f == function)
+            assert re.search(rf"{function}: {expected} \(\d+ high, \d+ normal, \d+ low\)", out), out
+        assert waiting(server) == 0, "the builtin queue was emptied"
+    with live(tmp_path, "restarted", port, new_args) as server:
+        assert check_target(server, batch) == 0
 
 
 def test_the_location_is_the_same_whichever_file_holds_the_options_and_names_no_secret(tmp_path: Path) -> None:
