@@ -97,9 +97,12 @@ class Host:
         words = [f"--port={self.port}", f"--config-file={conf or '/dev/null'}", *params]
         return f'# managed\nPARAMS="--daemon {" ".join(words)}"\n'
 
-    def step(self, step: str, new_defaults: str | None = None, **extra: Any) -> tuple[str, dict[str, int]]:
+    def step(
+        self, step: str, new_defaults: str | None = None, *options: str, **extra: Any
+    ) -> tuple[str, dict[str, int]]:
         result = playbook(
             write_playbook(self.tmp, step, new_defaults),
+            *options,
             "-e",
             json.dumps({**self.extra, **extra}),
             inventory=None,
@@ -318,3 +321,17 @@ def test_the_same_store_under_another_name_is_refused_and_keeps_every_job(tmp_pa
             assert len(list(host.records.glob("*.conf"))) == 1
         with live(tmp_path, "again", free_port(), args) as server:
             assert check_target(server, batch) == 0, "the store lost jobs"
+
+
+def test_check_mode_on_a_fresh_host_changes_nothing_and_does_not_fail(tmp_path: Path) -> None:
+    """--check before the tool is installed (a fresh host): nothing written, no failure; then with the tool, a
+    check run reads the location but writes no record."""
+    port = free_port()
+    host = Host(tmp_path, port, "redis")
+    host.deploy([], ["--queue-type=libsqlite3", f"--libsqlite3-db={tmp_path / 'q.sqlite3'}"])
+    out, counts = host.step("before", None, "--check")
+    assert counts.get("failed") == 0, out
+    assert not (tmp_path / "sbin" / "gearman-server-queue-move").exists() and not host.records.exists()
+    shutil.copy(TOOL, tmp_path / "sbin" / "gearman-server-queue-move")
+    out, counts = host.step("before", None, "--check")
+    assert counts.get("failed") == 0 and not host.records.exists(), out
