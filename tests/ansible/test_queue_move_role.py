@@ -250,13 +250,17 @@ def test_the_jobs_of_a_builtin_queue_are_moved_into_the_new_queue_before_the_res
 def test_the_location_is_the_same_whichever_file_holds_the_options_and_names_no_secret(tmp_path: Path) -> None:
     """The host tool, with the system's python3: PARAMS forms (--opt=v, --opt v, -q), the command line winning."""
 
-    def location(params: str, config: str | None = None) -> dict[str, Any]:
+    def location(params: str, config: str | None = None, text: str = "") -> dict[str, Any]:
         conf = tmp_path / "gearmand.conf"
         if config is not None:
             conf.write_text(config)
         defaults = tmp_path / "defaults"
         named = conf if config is not None else "/dev/null"
-        defaults.write_text(f"# comment\nPARAMS='--daemon --config-file={named} {params}'\n")
+        # /etc/gearmand.conf (the default) named away and port 9 (nothing there): this machine may run its own
+        defaults.write_text(
+            (text.replace("--listen", f"--config-file={named} --port=9 --listen") if text else "")
+            or f"# comment\nPARAMS='--daemon --config-file={named} {params}'\n"
+        )
         done = subprocess.run(
             [
                 SYSTEM_PYTHON,
@@ -291,6 +295,14 @@ def test_the_location_is_the_same_whichever_file_holds_the_options_and_names_no_
     pg = location("", "--queue-type=Postgres\n--libpq-conninfo=postgresql://u:pw@pg:5432/g\n")
     pg_other_password = location("-q Postgres --libpq-conninfo=postgresql://u:other@pg:5432/g")
     assert pg["id"] == pg_other_password["id"] and "pw" not in pg["where"]
+    # Debian's own /etc/default/gearman-job-server (a fresh host, before the role): PARAMS over three lines
+    debian = location(
+        "",
+        None,
+        text='# Parameters to pass to gearmand.\nPARAMS="--listen=localhost \\\n --daemon \\\n'
+        ' --log-file=/var/log/gearman-job-server/gearmand.log"\n',
+    )
+    assert debian["type"] == "builtin" and debian["queued"] == 0
     bad = subprocess.run(
         [SYSTEM_PYTHON, str(TOOL), "location", "--defaults", str(REPO / "nonexistent")],
         capture_output=True,
