@@ -84,7 +84,6 @@ class Host:
             "gearman_server_queue_move_timeout": 30,
         }
         (tmp / "sbin").mkdir()
-        (tmp / "lib").mkdir()
 
     def deploy(self, params: list[str], config: list[str] | None) -> None:
         """The options as the role's templates would leave them: PARAMS, and the --config-file it names."""
