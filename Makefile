@@ -56,7 +56,7 @@ deploy: venv
 	$(BIN)/ansible-playbook site.yml
 
 # The package and the tooling that is code too (the molecule harness, the wheelhouse builder, the callback plugin).
-LINT_PATHS := islandora_job tests benchmarks molecule/shared roles/islandora_job_worker/files
+LINT_PATHS := islandora_job tests benchmarks molecule/shared roles/islandora_job_worker/files scripts
 
 lint: venv
 	$(BIN)/ruff check $(LINT_PATHS)
@@ -69,6 +69,7 @@ unit: venv
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 check: lint typecheck unit
+	$(BIN)/python scripts/render_role_variables.py --check
 
 integration: venv system-deps
 	$(BIN)/pytest tests $(PYTEST_ARGS)
