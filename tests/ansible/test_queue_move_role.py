@@ -1,8 +1,8 @@
 """The gearman_server role moves queued jobs when a converge changes where gearmand keeps its queue.
 
 The role's own tasks (tasks/queue_move.yml, through include_role) run with ansible-playbook against this
-machine's real gearmand binary and real back-ends started by the tests (sqlite, redis, PostgreSQL), with every
-path of the role pointed into the test's directory: nothing is deployed onto the machine. What the role's other
+machine's real gearmand binary and real back-ends started by the tests (sqlite, redis, PostgreSQL, memcached), with
+every path of the role pointed into the test's directory: nothing is deployed onto the machine. What the role's other
 tasks do between its two steps (template the new options, restart gearmand) is done by the test: it rewrites the
 defaults file and restarts the test's gearmand on the new back-end, on the same port.
 
