@@ -1,8 +1,8 @@
 """The gearman_server role moves queued jobs when a converge changes where gearmand keeps its queue.
 
 The role's own tasks (tasks/queue_move.yml, through include_role) run with ansible-playbook against this
-machine's real gearmand binary and real back-ends started by the tests (sqlite, redis, PostgreSQL), with every
-path of the role pointed into the test's directory: nothing is deployed onto the machine. What the role's other
+machine's real gearmand binary and real back-ends started by the tests (sqlite, redis, PostgreSQL, memcached), with
+every path of the role pointed into the test's directory: nothing is deployed onto the machine. What the role's other
 tasks do between its two steps (template the new options, restart gearmand) is done by the test: it rewrites the
 defaults file and restarts the test's gearmand on the new back-end, on the same port.
 
@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from tests.ansible.helpers import REPO, ROLES, playbook, process, recap
+from tests.ansible.test_gearmand_queues import running_memcached
 from tests.integration.test_queue_move import backend, check_target, jobs, submit, waiting
 from tests.support.gearmand import Gearmand, free_port
 
@@ -122,6 +123,34 @@ def live(tmp: Path, name: str, port: int, args: list[str]) -> Iterator[Gearmand]
         server.stop()
 
 
+@contextmanager
+def store(kind: str, base: Path) -> Iterator[list[str]]:
+    """The back-ends of tests/integration/test_queue_move.py, and memcached as gearmand's queue needs it (one LRU,
+    -o no_lru_maintainer, as the role's pre-flight check demands)."""
+    if kind != "memcached":
+        with backend(kind, base) as args:
+            yield args
+        return
+    base.mkdir()
+    with running_memcached(base, "-o", "no_lru_maintainer") as port:
+        yield ["-q", "libmemcached", f"--libmemcached-servers=127.0.0.1:{port}", "--libmemcached-prefix=ijmove_"]
+
+
+def memcached_items(args: list[str]) -> int:
+    """How many items the memcached of these gearmand options holds (its 'stats' curr_items)."""
+    port = int(next(a for a in args if a.startswith("--libmemcached-servers=")).rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"stats\r\n")
+        answer = b""
+        while not answer.endswith(b"END\r\n"):
+            chunk = s.recv(65536)
+            assert chunk, answer
+            answer += chunk
+    match = re.search(rb"STAT curr_items (\d+)", answer)
+    assert match, answer
+    return int(match[1])
+
+
 def long_options(args: list[str]) -> list[str]:
     """-q TYPE as --queue-type=TYPE (the tests' back-ends give the short form)."""
     out, it = [], iter(args)
@@ -130,14 +159,23 @@ def long_options(args: list[str]) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize(("old", "new"), [("sqlite", "redis"), ("redis", "sqlite"), ("sqlite", "postgres")])
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("sqlite", "redis"),
+        ("redis", "sqlite"),
+        ("sqlite", "postgres"),
+        ("sqlite", "memcached"),
+        ("memcached", "sqlite"),
+    ],
+)
 def test_the_role_moves_every_queued_job_to_the_new_backend(tmp_path: Path, old: str, new: str) -> None:
     # Keyed jobs only: gearmand 1.1.20 stores every keyless job of a function under the same empty key, so any
     # replay of an old store (a restart too, not only this move) gives back one of them (seen: 240 jobs, 208 back).
     batch = [job for job in jobs(240) if job[2]]
     port = free_port()
     host = Host(tmp_path, port, new)
-    with backend(old, tmp_path / "old-store") as old_args, backend(new, tmp_path / "new-store") as new_args:
+    with store(old, tmp_path / "old-store") as old_args, store(new, tmp_path / "new-store") as new_args:
         old_options, new_options = long_options(old_args), long_options(new_args)
         host.deploy([], old_options)  # the old layout: queue options in the --config-file
         with live(tmp_path, "old-gearmand", port, old_args) as server:
@@ -163,6 +201,41 @@ def test_the_role_moves_every_queued_job_to_the_new_backend(tmp_path: Path, old:
             assert check_target(server, batch) == 0
         with live(tmp_path, "old-again", free_port(), old_args) as server:
             assert waiting(server) == 0, "the old store still holds jobs"
+        if old == "memcached":  # replay lists keys with 'stats cachedump' (limited): ask memcached itself too
+            assert memcached_items(old_args) == 0, "the old memcached still holds jobs"
+        if new == "memcached":  # the jobs are in memcached itself: a fresh gearmand on it replays every one
+            assert memcached_items(new_args) == len(batch)
+            with live(tmp_path, "new-again", free_port(), new_args) as server:
+                assert check_target(server, batch) == 0
+
+
+def test_a_memcached_queue_larger_than_one_replay_is_moved_whole(tmp_path: Path) -> None:
+    """gearmand replays memcached through 'stats cachedump', which lists at most 2 MB of keys per slab class: with
+    240-byte keys, about 7,900 of these 9,400 jobs (seen: 8,774 of 15,000 with 230-byte keys). The role repeats
+    the throw-away pass until one replays nothing; with a single pass the rest stayed behind and the record went."""
+    long = ("ij_move_a", "ij_move_b")
+    names = tuple(f + "_" * (170 - len(f)) for f in long)
+    batch = [(f, p, u.rjust(63, "k"), d) for f, p, u, d in jobs(11000, names) if u]  # 63: gearmand's longest key
+    port = free_port()
+    host = Host(tmp_path, port, "memcached")
+    with store("memcached", tmp_path / "old-store") as old_args, store("memcached", tmp_path / "new-store") as new_args:
+        host.deploy([], long_options(old_args))
+        with live(tmp_path, "old-gearmand", port, old_args) as server:
+            submit(server, batch)
+            out, counts = host.step("before")
+            assert counts.get("failed") == 0, out
+        assert memcached_items(old_args) == len(batch)
+        with live(tmp_path, "one-pass", free_port(), old_args) as server:
+            assert 0 < waiting(server) < len(batch), "gearmand replays a large memcached queue whole: update the docs"
+        host.deploy(long_options(new_args), None)
+        with live(tmp_path, "new-gearmand", port, new_args) as server:
+            out, counts = host.step("after")
+            assert counts.get("failed") == 0 and counts["changed"] >= 1, out
+            assert re.search(rf"{len(batch)} job\(s\) moved from memcached ", out), out
+            assert list(host.records.glob("*.conf")) == []
+            assert memcached_items(old_args) == 0, "jobs stayed behind in the old memcached"
+            assert memcached_items(new_args) == len(batch)
+            assert check_target(server, batch) == 0
 
 
 def test_an_unreachable_old_queue_fails_the_play_keeps_its_record_and_a_rerun_moves(tmp_path: Path) -> None:
