@@ -73,8 +73,8 @@ def test_dedupe_and_unique(gearmand: Gearmand) -> None:
         run("submit", "d", "1", "--background", "--dedupe", "--server", gearmand.address).stdout for _ in range(3)
     }
     assert len(handles) == 1
-    too_long = run("submit", "d", "--background", "--unique", "k" * 65, "--server", gearmand.address)
-    assert too_long.returncode == 2 and "at most 64" in too_long.stderr
+    too_long = run("submit", "d", "--background", "--unique", "k" * 64, "--server", gearmand.address)
+    assert too_long.returncode == 2 and "at most 63" in too_long.stderr
 
 
 def test_unreachable_exits_3_naming_every_address() -> None:

@@ -108,9 +108,10 @@ def test_dedupe_key_is_short_stable_and_specific() -> None:
 
 
 def test_unique_key_limit_is_gearmand_s() -> None:
-    assert check_unique("u" * 64) == "u" * 64
-    with pytest.raises(PayloadError, match="at most 64"):
-        check_unique("u" * 65)
+    assert check_unique("u" * 63) == "u" * 63
+    # gearmand takes 64 bytes, but a persistent queue gives 63 back after a restart.
+    with pytest.raises(PayloadError, match="at most 63"):
+        check_unique("u" * 64)
     with pytest.raises(PayloadError, match="NUL"):
         check_unique("a\0")
 
