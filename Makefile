@@ -56,7 +56,7 @@ deploy: venv
 	$(BIN)/ansible-playbook site.yml
 
 # The package and the tooling that is code too (the molecule harness, the wheelhouse builder, the callback plugin).
-LINT_PATHS := islandora_job tests benchmarks molecule/shared roles/islandora_job_worker/files scripts
+LINT_PATHS := islandora_job tests benchmarks molecule/shared roles/islandora_job_worker/files roles/gearman_server/files scripts
 
 lint: venv
 	$(BIN)/ruff check $(LINT_PATHS)

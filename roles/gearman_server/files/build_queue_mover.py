@@ -19,7 +19,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-MAIN = b'''"""queue-mover: `islandora-job queue move` alone (the gearman_server role's copy, built by build_queue_mover.py)."""
+MAIN = b'''"""queue-mover: `islandora-job queue move` alone (built by the gearman_server role)."""
 import argparse
 import sys
 
@@ -42,11 +42,7 @@ def add(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
 
 def package_files(root: Path, package: str) -> list[tuple[str, Path]]:
     top = root / package
-    return sorted(
-        (str(path.relative_to(root)), path)
-        for path in top.rglob("*.py")
-        if "__pycache__" not in path.parts
-    )
+    return sorted((str(path.relative_to(root)), path) for path in top.rglob("*.py") if "__pycache__" not in path.parts)
 
 
 def main() -> int:
