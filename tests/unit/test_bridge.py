@@ -113,11 +113,14 @@ def test_time_limit_kills_the_whole_process_group(tmp_path: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs and is not a zombie. A process reaped between the open and the read of its stat file
+    makes the read fail with ESRCH (seen on a fresh host): that is "gone" too."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split()[2] != "Z"
-    except FileNotFoundError:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            data = stat.read()
+    except (FileNotFoundError, ProcessLookupError):
         return False
+    return data[data.rfind(b")") + 2 :].split()[0] != b"Z"  # the name may hold spaces and parentheses
 
 
 def test_stdout_is_capped() -> None:
