@@ -37,23 +37,28 @@ def _waiting(server: Gearmand, function: str) -> int:
     return 0
 
 
+def _status_then_move(source: Gearmand, target: Gearmand) -> subprocess.CompletedProcess[str]:
+    """``islandora-job status`` on the source must still show the plain function; then the whole queue is moved."""
+    status = subprocess.run(
+        [*CLI, "status", "--server", source.address], capture_output=True, text=True, timeout=30, env=_env()
+    )
+    assert status.returncode == 0, status.stderr
+    assert "ij_atk_plain" in status.stdout
+    return subprocess.run(
+        [*CLI, "queue", "move", "--from", source.address, "--to", target.address, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(),
+    )
+
+
 def test_a_tab_in_a_function_name_neither_hides_a_server_nor_blocks_the_queue_move(tmp_path: Path) -> None:
     with gearmand(tmp_path / "a", []) as source, gearmand(tmp_path / "b", []) as target:
         submit(source, [("ij_atk_plain", "normal", f"k{i}", b"payload") for i in range(5)])
         submit(source, [(HOSTILE, "normal", "h1", b"payload")])
         wait_for(lambda: _waiting(source, HOSTILE) == 1, timeout=10, message="the jobs queued")
-        status = subprocess.run(
-            [*CLI, "status", "--server", source.address], capture_output=True, text=True, timeout=30, env=_env()
-        )
-        assert status.returncode == 0, status.stderr
-        assert "ij_atk_plain" in status.stdout
-        moved = subprocess.run(
-            [*CLI, "queue", "move", "--from", source.address, "--to", target.address, "--json"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=_env(),
-        )
+        moved = _status_then_move(source, target)
         assert moved.returncode == 0, moved.stderr
         assert json.loads(moved.stdout)["moved"] == 6
         assert _waiting(target, "ij_atk_plain") == 5
@@ -68,18 +73,7 @@ def test_a_newline_in_a_function_name_neither_hides_a_server_nor_blocks_the_queu
         submit(source, [("ij_atk_plain", "normal", f"k{i}", b"payload") for i in range(5)])
         submit(source, [(hostile, "normal", "h1", b"payload")])
         wait_for(lambda: "forged" in admin(source.port, "status"), timeout=10, message="the jobs queued")
-        status = subprocess.run(
-            [*CLI, "status", "--server", source.address], capture_output=True, text=True, timeout=30, env=_env()
-        )
-        assert status.returncode == 0, status.stderr
-        assert "ij_atk_plain" in status.stdout
-        moved = subprocess.run(
-            [*CLI, "queue", "move", "--from", source.address, "--to", target.address, "--json"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=_env(),
-        )
+        moved = _status_then_move(source, target)
         assert moved.returncode in (0, 1), moved.stderr
         assert _waiting(target, "ij_atk_plain") == 5, moved.stderr
 

@@ -14,8 +14,22 @@ import time
 from pathlib import Path
 
 from tests.integration.test_queue_move import gearmand, priority_status, run_mover
+from tests.support.gearmand import Gearmand
 
 GEARMAN = ["gearman", "-h", "127.0.0.1", "-p"]
+
+
+def serve_and_expect_the_client_answered(source: Gearmand, function: str, client: subprocess.Popen[str]) -> None:
+    """A worker on the source serves the job left there; its waiting client (which sent "waits") gets that worker's
+    answer: the job was never taken away from it."""
+    served = subprocess.run(
+        [*GEARMAN, str(source.port), "-w", "-c", "1", "-f", function, "--", "tr", "a-z", "A-Z"],
+        timeout=30,
+        check=False,
+        capture_output=True,
+    )
+    assert served.returncode == 0
+    assert client.communicate(timeout=30)[0].strip() == "WAITS"
 
 
 def _wait(condition: object, timeout: float = 20.0) -> None:
@@ -48,15 +62,7 @@ def test_a_foreground_job_sharing_its_key_with_another_functions_job_stays_with_
             assert "ij_atk_fg" not in priority_status(target), (
                 f"the foreground job was moved away from its waiting client: {done.stdout} {done.stderr}"
             )
-            # a worker on the source serves the job; its waiting client gets that worker's answer
-            served = subprocess.run(
-                [*GEARMAN, str(source.port), "-w", "-c", "1", "-f", "ij_atk_fg", "--", "tr", "a-z", "A-Z"],
-                timeout=30,
-                check=False,
-                capture_output=True,
-            )
-            assert served.returncode == 0
-            assert client.communicate(timeout=30)[0].strip() == "WAITS"
+            serve_and_expect_the_client_answered(source, "ij_atk_fg", client)
         finally:
             client.kill()
             client.wait()

@@ -16,7 +16,7 @@ from islandora_job.address import ServerAddress
 from islandora_job.admin import AdminClient
 from islandora_job.codec import Command
 from islandora_job.connection import Connection
-from tests.integration.test_attack_queue_move import GEARMAN, _wait
+from tests.integration.test_attack_queue_move import GEARMAN, _wait, serve_and_expect_the_client_answered
 from tests.integration.test_queue_move import gearmand, priority_status, run_mover, submit
 
 
@@ -50,14 +50,7 @@ def test_a_foreground_job_sharing_its_key_with_a_running_job_stays_with_its_clie
             summary = json.loads(done.stdout)
             assert summary["moved"] == 0, summary
             assert "ij_sk_fg" not in priority_status(target), "the foreground job was moved away from its client"
-            served = subprocess.run(
-                [*GEARMAN, str(source.port), "-w", "-c", "1", "-f", "ij_sk_fg", "--", "tr", "a-z", "A-Z"],
-                timeout=30,
-                check=False,
-                capture_output=True,
-            )
-            assert served.returncode == 0
-            assert client.communicate(timeout=30)[0].strip() == "WAITS"
+            serve_and_expect_the_client_answered(source, "ij_sk_fg", client)
         finally:
             other.close()
             client.kill()
