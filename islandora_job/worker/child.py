@@ -41,6 +41,7 @@ from islandora_job.worker import runtime
 from islandora_job.worker.bridge import kill_command_groups
 from islandora_job.worker.deadletters import DeadLetterStore
 from islandora_job.worker.deadlines import DeadlineSlot
+from islandora_job.worker.drupal_status import from_config as drupal_status_table
 from islandora_job.worker.metrics import JobStats
 from islandora_job.worker.process import FailureRecorder, Worker
 from islandora_job.worker.router import Assignment, Outcome
@@ -194,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         control_fd=sys.stdin.fileno(),
         send_exceptions=config.send_exceptions,
         deadline_slot=None if args.deadline_fd is None else DeadlineSlot(args.deadline_fd),
+        tracker=drupal_status_table(config.drupal, [(e.names, e.status_table) for e in config.command_jobs]),
     )
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -136,6 +136,26 @@ class DeadLettersConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DrupalConfig:
+    """The Drupal site's database, where the module's job status table lives (see ``worker/drupal_status.py``).
+
+    ``database``: ``mysql://USER:PASSWORD@HOST[:PORT]/DB`` or ``postgresql://...``; empty: the table is not kept.
+    ``sites``: payload ``site`` (the site's ``$base_url``) → database, for multisite installs whose sites have
+    databases of their own (``[drupal.sites]``); a site not listed uses ``database``.
+    """
+
+    database: str = setting("")
+    #: Drupal's table prefix (``$databases[...]['prefix']``) and the module's table name.
+    prefix: str = setting("")
+    table: str = setting("islandora_job_job_status")
+    #: Seconds the table may cost a job per statement (connect, each query); then the job goes on without it.
+    timeout: float = setting(2.0, positive=True)
+    #: Cap of the backoff between reconnections to a database that failed (jobs skip the table meanwhile).
+    retry_max: float = setting(30.0, positive=True)
+    sites: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class CommandJobConfig:
     #: Gearman functions served by this command: ``name``, ``names`` and what ``discover_argv`` printed.
     names: tuple[str, ...]
@@ -146,6 +166,9 @@ class CommandJobConfig:
     max_output_bytes: int = setting(1024 * 1024, minimum=1)
     #: A command printing more function names (e.g. ``drush islandora-job-list-functions``), run at start-up.
     discover_argv: tuple[str, ...] = ()
+    #: Whether the worker keeps the Drupal status table ([drupal]) for this command's jobs. Off: a command (the
+    #: drush router, a persistent runner under drush) keeps the table itself, and a row has one writer.
+    status_table: bool = setting(False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +186,7 @@ class WorkerConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     dead_letters: DeadLettersConfig = field(default_factory=DeadLettersConfig)
+    drupal: DrupalConfig = field(default_factory=DrupalConfig)
     command_jobs: tuple[CommandJobConfig, ...] = ()
     #: The merged settings this was built from (what a child process receives).
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -428,6 +452,8 @@ def build(
                 ServerAddress.parse(section_values["listen"])
             except ConfigError as exc:
                 table.fail("listen", f"must be HOST:PORT ({exc})")
+        elif cls is DrupalConfig:
+            section_values["sites"] = _drupal_databases(table, section_values)
         table.done()
         values[section] = cls(**section_values)
 
@@ -454,6 +480,35 @@ def _dedicated(table: _Table) -> dict[str, int]:
     for name in list(table.data):
         counts[name] = table.integer(name, 0, minimum=1)
     return counts
+
+
+def _drupal_databases(table: _Table, values: dict[str, Any]) -> dict[str, str]:
+    """Check [drupal]'s database URLs, table prefix and name; return ``[drupal.sites]``. An error shows a URL
+    with its password replaced by ``***``: it names the key, never the secret."""
+    from islandora_job.worker.drupal_status import database_problem, identifier_problem, redact
+
+    if values["database"] and (problem := database_problem(values["database"])):
+        values["database"] = table.fail("database", f"{problem} (got {redact(values['database'])!r})", "")
+    for key in ("prefix", "table"):
+        if problem := identifier_problem(values[key], empty_ok=key == "prefix"):
+            values[key] = table.fail(key, problem, "")
+    sites_table = table.table("sites")
+    sites = {}
+    for site in list(sites_table.data):
+        url = sites_table.text(site, "")
+        problem = database_problem(url)
+        if problem:
+            sites_table.fail(site, f"{problem} (got {redact(url)!r})")
+        else:
+            sites[site] = url
+    secrets = [
+        value for value in [table.data.get("database"), *sites_table.data.values()] if isinstance(value, str) and value
+    ]
+    for index, line in enumerate(table.errors):  # e.g. the NUL check of text() shows the value it refused
+        for secret in secrets:
+            line = line.replace(repr(secret), repr(redact(secret))).replace(secret, redact(secret))
+        table.errors[index] = line
+    return sites
 
 
 def _command_jobs(top: _Table, check_commands: bool) -> tuple[CommandJobConfig, ...]:

@@ -29,6 +29,8 @@ _PROCESS_EVENTS: dict[str, int] = {}
 EVENTS: Final = {
     "dead_letters_unrecorded": "Final failures that could not be written to the dead-letter store (logged at ERROR)",
     "dead_letters_pruned": "Dead letters deleted by the store's retention or size cap",
+    "drupal_status_errors": "Drupal status table updates skipped: database unreachable, slow or failing (logged)",
+    "drupal_status_rows_missing": "Jobs with no WAITING row in the Drupal status table (batches, other clients)",
 }
 
 

@@ -47,7 +47,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 from islandora_job import exit_codes
 from islandora_job.address import ServerAddress
@@ -113,6 +113,14 @@ class NoEvents:
 FailureRecorder = Callable[[Assignment, str, Outcome, int], None]
 
 
+class JobTracker(Protocol):
+    """Told when a job starts and how it ended (the Drupal status table); never raises, bounded in time."""
+
+    def begin(self, assignment: Assignment, prepared: Prepared | Outcome) -> object | None: ...
+
+    def end(self, token: Any, ok: bool) -> None: ...
+
+
 class Watchdog(threading.Thread):
     """Answers a job that overran its time limit, then ends the process.
 
@@ -171,11 +179,12 @@ class Watchdog(threading.Thread):
 class _Job:
     """The job in hand, as the watchdog and the progress reporter see it."""
 
-    __slots__ = ("assignment", "handle", "link", "name", "timeout")
+    __slots__ = ("assignment", "handle", "link", "name", "timeout", "tracked")
 
     def __init__(self, link: ServerLink, handle: bytes, assignment: Assignment, name: str) -> None:
         self.link, self.handle, self.assignment, self.name = link, handle, assignment, name
         self.timeout = 0.0
+        self.tracked: object | None = None  # the tracker's token (a status-table row), ended on a timeout too
 
 
 class _Done(NamedTuple):
@@ -255,6 +264,7 @@ class Worker:
         max_packet: int = DEFAULT_MAX_PACKET,
         reconnect_backoff_cap: float = 10.0,
         deadline_slot: DeadlineSlot | None = None,
+        tracker: JobTracker | None = None,
     ) -> None:
         if not servers:
             raise ValueError("a worker needs at least one server")
@@ -281,6 +291,7 @@ class Worker:
         self.max_rss_mb = max_rss_mb
         self.events: Events = events or NoEvents()
         self.record_failure = record_failure
+        self.tracker = tracker
         self.send_exceptions = send_exceptions
         self.jobs_done = 0
         self.watchdog = Watchdog(self._expired, deadline_slot)
@@ -576,6 +587,7 @@ class Worker:
             prepared = self.router.prepare(assignment)
         name = prepared.name if isinstance(prepared, Prepared) else assignment.function
         self._job = _Job(link, job.handle, assignment, name)
+        tracked = self._job.tracked = self.tracker.begin(assignment, prepared) if self.tracker is not None else None
         try:
             outcome = prepared if isinstance(prepared, Outcome) else self.router.run(prepared, self._hooks)
         finally:
@@ -583,6 +595,8 @@ class Worker:
             self._job = None
         if answered_by_watchdog:  # pragma: no cover - the watchdog ends the process while holding the lock
             threading.Event().wait()
+        if tracked is not None and self.tracker is not None:  # before the answer, as the drush router did
+            self.tracker.end(tracked, outcome.ok)
         if not outcome.ok and self.record_failure is not None:
             # An over-size job's data is only its head: its real size is the packet's less the other arguments + NULs.
             size = job.size - len(job.handle + job.function + job.unique) - 3 if isinstance(job, OversizeJob) else None
@@ -663,6 +677,8 @@ class Worker:
         )
         if self.record_failure is not None:
             self._record(token.assignment, token.name, Outcome.failure(reason, 1))
+        if token.tracked is not None and self.tracker is not None:
+            self.tracker.end(token.tracked, False)
         try:
             self.events.job_done(token.name, "timeout", token.timeout)
         finally:

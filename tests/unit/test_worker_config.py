@@ -255,6 +255,10 @@ def _other_value(key: str, default: object) -> tuple[str, str]:
         return '"DEBUG"', "DEBUG"
     if key == "metrics.listen":
         return '"127.0.0.1:9109"', "127.0.0.1:9109"
+    if key == "drupal.database":
+        return '"mysql://drupal:pw@db.example:3307/site"', "mysql://drupal:pw@db.example:3307/site"
+    if key in ("drupal.prefix", "drupal.table"):
+        return '"elsewhere_"', "elsewhere_"
     if isinstance(default, bool):
         return str(not default).lower(), str(not default).lower()
     if isinstance(default, int | float):
@@ -266,7 +270,7 @@ def _other_value(key: str, default: object) -> tuple[str, str]:
 
 def _settable() -> list[tuple[str, str, object]]:
     """(file key, field path, default) of every field of every settings class but the few read by hand."""
-    by_hand = {"source", "servers", "raw", "command_jobs", "dedicated"}  # each has its own tests above
+    by_hand = {"source", "servers", "raw", "command_jobs", "dedicated", "sites"}  # each has its own tests above
     rows: list[tuple[str, str, object]] = []
     for item in fields(WorkerConfig):
         if item.name in by_hand:

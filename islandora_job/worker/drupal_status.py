@@ -1,0 +1,364 @@
+"""The Drupal module's job status table, kept for the jobs this worker runs, as ``drush islandora-job-router`` did.
+
+Why: the module's ``islandora_job_submit`` and ``islandora_job_submit_background`` insert a WAITING row holding the
+exact payload in ``{prefix}islandora_job_job_status`` and skip any submission whose payload matches a WAITING row.
+Only the worker ever clears that row: a worker that ignores the table makes every later identical submission a
+silent no-op, and the table grows by a row per distinct job. So, per job whose payload is in the islandora format:
+
+* before it runs, the WAITING row (state 0) whose ``data`` equals the payload becomes RUNNING (1);
+* on success that row is deleted; on a final failure (an exception, a plain fail, the time limit, an unknown job)
+  it becomes ERROR (-1), which no longer blocks an identical submission.
+
+Which row: the router selected ``status_id`` with ``fetchField()`` (the first row of a SELECT without ORDER BY) and
+then updated and deleted by that id: one row, not every match. We take the lowest ``status_id`` (what that SELECT
+returns in practice), and only if it is still WAITING when we update it, so two workers never share a row. Any
+other match (two submissions racing past the module's check) stays WAITING for the next identical job, as it did.
+
+Matching: ``data`` is ``longblob`` on MySQL and ``bytea`` on PostgreSQL. On MySQL the module binds the payload as is;
+on PostgreSQL it binds ``addcslashes($data, '\\\\')``, because its parameter is read in bytea's escape format, which
+turns each doubled backslash back into one: there too the row that matches is the one whose bytes equal the payload.
+We bind the payload as bytes (a ``bytea`` parameter on PostgreSQL), which compares bytes without any escaping
+(``tests/integration/test_drupal_status.py`` shows it against rows the module's PHP code inserted).
+
+The table never costs a job more than a bounded time, and never the job itself: connecting and each statement are
+limited to ``[drupal] timeout`` seconds; a database that fails is dropped and left alone for a backoff (doubling up
+to ``retry_max``), during which jobs skip the table at no cost; every problem is counted (``drupal_status_errors``,
+``drupal_status_rows_missing``) and logged at WARNING at most once a minute per database. A job whose row could not be
+updated ran all the same; its row stays as it was (WAITING blocks identical submissions until an operator deletes it:
+the log line names the payload's job).
+
+Drivers are pure Python (PyMySQL, pg8000), imported when a database is first used, so the wheelhouse stays portable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+from urllib.parse import unquote, urlsplit
+
+from islandora_job.backoff import Backoff, Throttle
+from islandora_job.payload import PayloadError, decode
+from islandora_job.worker import metrics
+from islandora_job.worker.config import DrupalConfig
+from islandora_job.worker.router import Assignment, Outcome, Prepared
+
+log = logging.getLogger(__name__)
+
+#: The module's states (``ISLANDORA_JOB_STATE__*``).
+ERROR: Final = -1
+WAITING: Final = 0
+RUNNING: Final = 1
+#: Metric events (islandora_job.worker.metrics).
+ERRORS_EVENT: Final = "drupal_status_errors"
+MISSING_EVENT: Final = "drupal_status_rows_missing"
+#: URL schemes accepted for each kind of database (Drupal's driver names too).
+SCHEMES: Final = {"mysql": "mysql", "mariadb": "mysql", "pgsql": "postgresql", "postgres": "postgresql"}
+SCHEMES_TEXT: Final = "mysql://USER:PASSWORD@HOST[:PORT]/DB or postgresql://USER:PASSWORD@HOST[:PORT]/DB"
+DEFAULT_PORTS: Final = {"mysql": 3306, "postgresql": 5432}
+_IDENTIFIER = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?", re.ASCII)
+#: Attempts at taking a row another worker took between our SELECT and our UPDATE.
+_TAKE_ATTEMPTS: Final = 3
+
+
+# --- the database URL ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    kind: str  # "mysql" or "postgresql"
+    host: str
+    port: int
+    user: str
+    password: str
+    name: str
+
+    def __repr__(self) -> str:  # never the password, wherever a Database is shown
+        return f"Database({self})"
+
+    def __str__(self) -> str:
+        return f"{self.kind}://{self.user}@{self.host}:{self.port}/{self.name}"
+
+    @classmethod
+    def parse(cls, url: str) -> Database:
+        """Raises ValueError with a reason that never holds the password."""
+        problem = database_problem(url)
+        if problem:
+            raise ValueError(problem)
+        parts = urlsplit(url)
+        kind = SCHEMES.get(parts.scheme.lower(), parts.scheme.lower())
+        return cls(
+            kind=kind,
+            host=parts.hostname or "",
+            port=parts.port or DEFAULT_PORTS[kind],
+            user=unquote(parts.username or ""),
+            password=unquote(parts.password or ""),
+            name=unquote(parts.path.lstrip("/")),
+        )
+
+
+def redact(url: str) -> str:
+    """The URL with its password (if any) replaced by ``***``: what a log line or an error may show."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "***" if ":" in url and "@" in url else url
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+
+
+def database_problem(url: str) -> str | None:
+    """Why ``url`` is not a usable database URL (never quoting the password), or None."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return f"must be {SCHEMES_TEXT}: bad host or port"
+    scheme = parts.scheme.lower()
+    if scheme not in (*SCHEMES, *SCHEMES.values()):
+        return f"must be {SCHEMES_TEXT}: unknown scheme {scheme!r}"
+    if not parts.hostname:
+        return f"must be {SCHEMES_TEXT}: no host"
+    if not parts.username:
+        return f"must be {SCHEMES_TEXT}: no user"
+    if not parts.path.strip("/") or "/" in parts.path.strip("/"):
+        return f"must be {SCHEMES_TEXT}: no database name after the host"
+    if parts.query or parts.fragment:
+        return f"must be {SCHEMES_TEXT}: no '?' or '#' part"
+    if port == 0:
+        return f"must be {SCHEMES_TEXT}: port 0"
+    return None
+
+
+def identifier_problem(name: str, *, empty_ok: bool = False) -> str | None:
+    """Why ``name`` cannot be (part of) a table name in a statement, or None: letters, digits, ``_`` and at most one
+    ``.`` (Drupal's prefix may name another schema or database: ``shared.``)."""
+    if not name:
+        return None if empty_ok else "must not be empty"
+    candidate = name[:-1] if name.endswith(".") else name
+    if not _IDENTIFIER.fullmatch(candidate):
+        return f"must be letters, digits and '_' (one '.' at most), not {name!r}"
+    return None
+
+
+# --- the drivers ----------------------------------------------------------------------------------------------------
+
+
+class _Cursor(Protocol):
+    rowcount: int
+
+    def execute(self, operation: str, args: Any = ...) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+
+def _connect(db: Database, timeout: float) -> Any:
+    """A DB-API connection in autocommit mode, every socket operation limited to ``timeout`` seconds."""
+    where = {"host": db.host, "port": db.port, "user": db.user, "password": db.password, "database": db.name}
+    if db.kind == "mysql":
+        import pymysql  # type: ignore[import-untyped]
+
+        limits = {"connect_timeout": timeout, "read_timeout": timeout, "write_timeout": timeout}
+        return pymysql.connect(**where, **limits, autocommit=True, charset="utf8mb4")
+    import pg8000.dbapi  # type: ignore[import-untyped]
+
+    connection = pg8000.dbapi.connect(**where, timeout=timeout, application_name="islandora-job-worker")
+    connection.autocommit = True
+    return connection
+
+
+# --- one database -------------------------------------------------------------------------------------------------
+
+
+class _Store:
+    """One database: a lazily made connection, dropped on any error and retried after a backoff."""
+
+    def __init__(self, db: Database, table: str, timeout: float, retry_max: float, connect: Callable[..., Any]) -> None:
+        self.db, self.table, self.timeout = db, table, timeout
+        self._connect = connect
+        self._connection: Any = None
+        self._lock = threading.Lock()  # the watchdog thread may mark a timed-out job
+        self.backoff = Backoff(initial=min(1.0, retry_max), cap=retry_max)
+        self.retry_at = 0.0
+        self.throttle = Throttle()
+        self.missing_throttle = Throttle()
+
+    def take(self, payload: bytes) -> int | None:
+        """Mark the oldest WAITING row holding ``payload`` RUNNING; its status_id, or None."""
+        select = f"SELECT status_id FROM {self.table} WHERE data = %s AND state = %s ORDER BY status_id LIMIT 1"
+        update = f"UPDATE {self.table} SET state = %s WHERE status_id = %s AND state = %s"
+
+        def work(cursor: _Cursor) -> int | None:
+            for _attempt in range(_TAKE_ATTEMPTS):
+                cursor.execute(select, (payload, WAITING))
+                row = cursor.fetchone()
+                if row is None:
+                    return None
+                cursor.execute(update, (RUNNING, row[0], WAITING))
+                if cursor.rowcount == 1:
+                    return int(row[0])
+            return None
+
+        status_id: int | None = self._run("mark RUNNING", work)
+        return status_id
+
+    def finish(self, status_id: int, ok: bool) -> None:
+        args: tuple[int, ...]
+        if ok:
+            statement, args = f"DELETE FROM {self.table} WHERE status_id = %s", (status_id,)
+        else:
+            statement, args = f"UPDATE {self.table} SET state = %s WHERE status_id = %s", (ERROR, status_id)
+        self._run("delete" if ok else "mark ERROR", lambda cursor: cursor.execute(statement, args))
+
+    def _run(self, what: str, work: Callable[[_Cursor], Any]) -> Any:
+        now = time.monotonic()
+        if now < self.retry_at:
+            self._problem(what, "still backing off after an error")
+            return None
+        if not self._lock.acquire(timeout=self.timeout):
+            self._problem(what, "the connection is busy")
+            return None
+        try:
+            if self._connection is None:
+                self._connection = self._connect(self.db, self.timeout)
+                if self.backoff.attempts:
+                    log.info("drupal status table: %s reachable again", self.db)
+                self.backoff.reset()
+                self.throttle.reset()
+            cursor = self._connection.cursor()
+            try:
+                return work(cursor)
+            finally:
+                cursor.close()
+        except Exception as exc:  # any driver error, timeout or refusal: the job goes on without the table
+            self._drop()
+            self.retry_at = time.monotonic() + self.backoff.next_delay()
+            self._problem(what, _describe(exc))
+            return None
+        finally:
+            self._lock.release()
+
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):  # closing a broken connection may fail too: it is gone either way
+                connection.close()
+
+    def _problem(self, what: str, reason: str) -> None:
+        self.warn(
+            ERRORS_EVENT,
+            self.throttle,
+            f"could not {what}: {reason}; the job runs without it, its row keeps its state; retrying with backoff",
+        )
+
+    def warn(self, event: str, throttle: Throttle, text: str) -> None:
+        """Count ``event``; log ``text`` at WARNING unless ``throttle`` holds it back (once a minute at most)."""
+        metrics.count_event(event)
+        held = throttle.allow(time.monotonic())
+        if held is not None:
+            more = f" ({held} more since the last line)" if held else ""
+            log.warning("drupal status table %s on %s: %s%s", self.table, self.db, text, more)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+# --- what the worker calls ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A row this worker marked RUNNING: what :meth:`StatusTable.end` needs."""
+
+    store: _Store
+    status_id: int
+
+
+class StatusTable:
+    """The worker's hook (``process.JobTracker``): :meth:`begin` before a job runs, :meth:`end` with its outcome.
+
+    Neither ever raises, and each costs a job at most ``[drupal] timeout`` per statement.
+    ``command_functions``: the Gearman functions of ``[[command_jobs]]`` entries with ``status_table = true``; the
+    rows of other command entries belong to their command (the drush router keeps them).
+    """
+
+    def __init__(
+        self,
+        config: DrupalConfig,
+        command_functions: Collection[str] = (),
+        connect: Callable[..., Any] = _connect,
+    ) -> None:
+        table = f"{config.prefix}{config.table}"
+        self._stores: dict[str, _Store] = {}
+        self._default = self._store(config.database, table, config, connect) if config.database else None
+        self._sites: Mapping[str, _Store] = {
+            site: self._store(url, table, config, connect) for site, url in config.sites.items()
+        }
+        self._commands = frozenset(command_functions)
+
+    def _store(self, url: str, table: str, config: DrupalConfig, connect: Callable[..., Any]) -> _Store:
+        store = self._stores.get(url)
+        if store is None:
+            store = self._stores[url] = _Store(Database.parse(url), table, config.timeout, config.retry_max, connect)
+        return store
+
+    def begin(self, assignment: Assignment, prepared: Prepared | Outcome) -> Row | None:
+        """Mark the job's WAITING row RUNNING (also for a job failing before it runs: :meth:`end` follows)."""
+        try:
+            if isinstance(prepared, Prepared):
+                if prepared.external is not None and assignment.function not in self._commands:
+                    return None  # the command keeps its rows itself
+                if prepared.spec is not None and prepared.payload is None:
+                    return None  # a raw-bytes job: not the module's payload
+            site = decode(assignment.data).site
+        except PayloadError:
+            return None
+        except Exception:  # pragma: no cover - a bug here must not cost the job
+            log.exception("drupal status table: cannot inspect job handle=%s", assignment.handle)
+            return None
+        store = self._sites.get(site or "", self._default)
+        if store is None:
+            return None
+        status_id = store.take(assignment.data)
+        if status_id is None:
+            if store.retry_at <= time.monotonic():  # found no row (not: could not look)
+                self._missing(store, assignment)
+            return None
+        return Row(store, status_id)
+
+    def end(self, row: Row, ok: bool) -> None:
+        """Delete the row (success) or mark it ERROR (failure)."""
+        try:
+            row.store.finish(row.status_id, ok)
+        except Exception:  # pragma: no cover - a bug here must not cost the job
+            log.exception("drupal status table: cannot finish row %d", row.status_id)
+
+    @staticmethod
+    def _missing(store: _Store, assignment: Assignment) -> None:
+        """No WAITING row: normal for batches (which the module does not track) and for clients other than the
+        module; a sign of trouble when it is every job (wrong database, prefix or site key)."""
+        store.warn(
+            MISSING_EVENT,
+            store.missing_throttle,
+            f"no WAITING row for job function={assignment.function} handle={assignment.handle} (normal for "
+            "islandora_job_submit_batch and other clients; check [drupal] if it is every job)",
+        )
+
+
+def from_config(
+    config: DrupalConfig, command_jobs: Collection[tuple[Collection[str], bool]] = ()
+) -> StatusTable | None:
+    """The tracker for a worker, or None when no database is configured. ``command_jobs``: (names, status_table) of
+    each ``[[command_jobs]]`` entry."""
+    if not config.database and not config.sites:
+        return None
+    functions = [name for names, keep in command_jobs if keep for name in names]
+    return StatusTable(config, functions)
