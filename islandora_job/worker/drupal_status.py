@@ -86,54 +86,55 @@ class Database:
 
     @classmethod
     def parse(cls, url: str) -> Database:
-        """Raises ValueError with a reason that never holds the password."""
-        problem = database_problem(url)
-        if problem:
-            raise ValueError(problem)
-        parts = urlsplit(url)
-        kind = SCHEMES.get(parts.scheme.lower(), parts.scheme.lower())
-        return cls(
-            kind=kind,
-            host=parts.hostname or "",
-            port=parts.port or DEFAULT_PORTS[kind],
-            user=unquote(parts.username or ""),
-            password=unquote(parts.password or ""),
-            name=unquote(parts.path.lstrip("/")),
-        )
+        """Raises ValueError with a reason that never holds the password (see :func:`database_problem`)."""
+        parsed = _split(url)
+        if isinstance(parsed, str):
+            raise ValueError(parsed)
+        return parsed
+
+
+def _split(url: str) -> Database | str:
+    """The database of ``SCHEME://USER:PASSWORD@HOST[:PORT]/DB``, or why not. The credentials end at the *last*
+    ``@``, so a password may hold ``@``, ``/`` and ``:`` as they are; ``%XX`` is decoded in the user, the password
+    and the database name (write a ``%`` in a password as ``%25``)."""
+    scheme, sep, rest = url.partition("://")
+    kind = SCHEMES.get(scheme.lower(), scheme.lower()) if sep else ""
+    if kind not in DEFAULT_PORTS:
+        return f"must be {SCHEMES_TEXT}: unknown scheme {scheme.lower()!r}" if sep else f"must be {SCHEMES_TEXT}"
+    credentials, at, location = rest.rpartition("@")
+    user, _, password = credentials.partition(":")
+    if not at or not user:
+        return f"must be {SCHEMES_TEXT}: no user"
+    address, slash, name = location.partition("/")
+    if any(mark in location for mark in "?#"):
+        return f"must be {SCHEMES_TEXT}: no '?' or '#' part"
+    if not slash or not name or "/" in name:
+        return f"must be {SCHEMES_TEXT}: no database name after the host"
+    try:
+        parts = urlsplit(f"//{address}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return f"must be {SCHEMES_TEXT}: bad host or port"
+    if not host:
+        return f"must be {SCHEMES_TEXT}: no host"
+    if port == 0:
+        return f"must be {SCHEMES_TEXT}: port 0"
+    return Database(kind, host, port or DEFAULT_PORTS[kind], unquote(user), unquote(password), unquote(name))
 
 
 def redact(url: str) -> str:
     """The URL with its password (if any) replaced by ``***``: what a log line or an error may show."""
     scheme, sep, rest = url.partition("://")
-    if not sep:
-        return "***" if ":" in url and "@" in url else url
-    credentials, at, host = rest.rpartition("@")
-    if not at or ":" not in credentials:
-        return url
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+    credentials, at, location = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return url if sep else "***"
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{location}"
 
 
 def database_problem(url: str) -> str | None:
     """Why ``url`` is not a usable database URL (never quoting the password), or None."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return f"must be {SCHEMES_TEXT}: bad host or port"
-    scheme = parts.scheme.lower()
-    if scheme not in (*SCHEMES, *SCHEMES.values()):
-        return f"must be {SCHEMES_TEXT}: unknown scheme {scheme!r}"
-    if not parts.hostname:
-        return f"must be {SCHEMES_TEXT}: no host"
-    if not parts.username:
-        return f"must be {SCHEMES_TEXT}: no user"
-    if not parts.path.strip("/") or "/" in parts.path.strip("/"):
-        return f"must be {SCHEMES_TEXT}: no database name after the host"
-    if parts.query or parts.fragment:
-        return f"must be {SCHEMES_TEXT}: no '?' or '#' part"
-    if port == 0:
-        return f"must be {SCHEMES_TEXT}: port 0"
-    return None
+    parsed = _split(url)
+    return parsed if isinstance(parsed, str) else None
 
 
 def identifier_problem(name: str, *, empty_ok: bool = False) -> str | None:

@@ -3,6 +3,8 @@ name and its Gearman function). Each appends its marker to a file, so a test cou
 
 from __future__ import annotations
 
+import time
+
 from islandora_job import job
 
 
@@ -21,3 +23,9 @@ def record(path: str, marker: str) -> str:
 def fail(path: str, marker: str) -> None:
     _ran(path, marker)
     raise RuntimeError(f"failing on purpose: {marker}")
+
+
+@job("ij_test_hang", timeout=1)
+def hang(path: str, marker: str) -> None:
+    _ran(path, marker)
+    time.sleep(60)  # the worker's watchdog answers it at 1 s and replaces the process

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -158,6 +159,15 @@ def test_a_failed_background_job_leaves_its_row_as_error(fresh: Stack) -> None:
     assert again["outcome"] == "submitted"
 
 
+def test_a_job_past_its_time_limit_leaves_its_row_as_error(fresh: Stack) -> None:
+    """The watchdog answers a hung job and replaces its process: the row is marked ERROR on the way out."""
+    (submitted,) = fresh.submit([fresh.job("bg", "ij_test_hang", "hung")])
+    assert submitted["outcome"] == "submitted"
+    rows = wait_for(lambda: (rows := fresh.site.rows()) and rows[0][2] == -1 and rows, 15, message="an ERROR row")
+    assert [(data, state) for _id, data, state in rows] == [(submitted["payload"], -1)]
+    fresh.pool.wait_registered(fresh.gearmand.port, RECORD, timeout=30)  # the replacement process is serving
+
+
 def test_a_failed_foreground_job_leaves_no_waiting_row(fresh: Stack) -> None:
     (failed,) = fresh.submit([fresh.job("fg", FAIL, "fg-fail")])
     assert failed["outcome"] == "failed", failed  # the module removes its row when doNormal did not succeed
@@ -271,6 +281,8 @@ def test_a_closed_port_costs_nothing_and_is_logged_without_the_password(
     with running_gearmand(tmp_path) as gearmand:
         url = f"mysql://{dbs.USER}:{dbs.PASSWORD}@127.0.0.1:{closed}/{dbs.DATABASE}"
         sites = f'[drupal.sites]\n"http://other.example" = "{postgresql_site.url}"\n'
+        metrics_port = free_port()
+        sites += f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
         pool = Pool(tmp_path, [gearmand.address], concurrency=1, modules=["tests.integration.drupal_jobs"],
                     tail=_drupal_section(url) + sites).start()  # fmt: skip
         try:
@@ -282,6 +294,7 @@ def test_a_closed_port_costs_nothing_and_is_logged_without_the_password(
             assert time.monotonic() - started < 10
             log = pool.wait_log("could not mark RUNNING", "Connection refused", timeout=10)
             assert dbs.PASSWORD not in log and f"{dbs.USER}@127.0.0.1:{closed}" in log
+            wait_for(lambda: _metric(metrics_port, "islandora_job_drupal_status_errors_total") >= 1, 10, interval=0.2)
             for pid in [pool.pid, *pool.children()]:
                 assert dbs.PASSWORD.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
             # The per-site database of [drupal.sites] is used for that site's payloads (multisite, separate DBs).
@@ -291,6 +304,13 @@ def test_a_closed_port_costs_nothing_and_is_logged_without_the_password(
             assert answer["outcome"] == "submitted" and postgresql_site.rows() == []
         finally:
             pool.stop()
+
+
+def _metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")]
+    return values[0] if values else 0.0
 
 
 def _module_job_cleared(stack: Stack, marker: str) -> bool:
