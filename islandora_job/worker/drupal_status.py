@@ -24,8 +24,8 @@ The table never costs a job more than a bounded time, and never the job itself: 
 limited to ``[drupal] timeout`` seconds; a database that fails is dropped and left alone for a backoff (doubling up
 to ``retry_max``), during which jobs skip the table at no cost; every problem is counted (``drupal_status_errors``,
 ``drupal_status_rows_missing``) and logged at WARNING at most once a minute per database. A job whose row could not be
-updated ran all the same; its row stays as it was (WAITING blocks identical submissions until an operator deletes it:
-the log line names the payload's job).
+updated ran all the same; its outcome is kept (:attr:`_Store.pending`) and written once the database answers again,
+so an outage does not leave WAITING rows that would block identical submissions for good.
 
 Drivers are pure Python (PyMySQL, pg8000), imported when a database is first used, so the wheelhouse stays portable.
 """
@@ -37,9 +37,10 @@ import logging
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
 from islandora_job.backoff import Backoff, Throttle
@@ -64,6 +65,9 @@ DEFAULT_PORTS: Final = {"mysql": 3306, "postgresql": 5432}
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?", re.ASCII)
 #: Attempts at taking a row another worker took between our SELECT and our UPDATE.
 _TAKE_ATTEMPTS: Final = 3
+#: Outcomes kept while a database is down (per database and worker process), and written per job once it is back.
+MAX_PENDING: Final = 10000
+REPLAY_PER_JOB: Final = 20
 
 
 # --- the database URL ---------------------------------------------------------------------------------------------
@@ -189,42 +193,63 @@ class _Store:
         self.retry_at = 0.0
         self.throttle = Throttle()
         self.missing_throttle = Throttle()
+        #: Outcomes not written (the database failed): (status_id, or the payload when the row was never taken,
+        #: success). Written first once the database answers again, a few per job, so an outage leaves no row
+        #: WAITING for a job that ran (which would block its identical submissions for good).
+        self.pending: deque[tuple[int | bytes, bool]] = deque(maxlen=MAX_PENDING)
 
-    def take(self, payload: bytes) -> int | None:
-        """Mark the oldest WAITING row holding ``payload`` RUNNING; its status_id, or None."""
-        select = f"SELECT status_id FROM {self.table} WHERE data = %s AND state = %s ORDER BY status_id LIMIT 1"
-        update = f"UPDATE {self.table} SET state = %s WHERE status_id = %s AND state = %s"
-
-        def work(cursor: _Cursor) -> int | None:
-            for _attempt in range(_TAKE_ATTEMPTS):
-                cursor.execute(select, (payload, WAITING))
-                row = cursor.fetchone()
-                if row is None:
-                    return None
-                cursor.execute(update, (RUNNING, row[0], WAITING))
-                if cursor.rowcount == 1:
-                    return int(row[0])
-            return None
-
-        status_id: int | None = self._run("mark RUNNING", work)
+    def take(self, payload: bytes) -> int | Literal[False] | None:
+        """Mark the oldest WAITING row holding ``payload`` RUNNING: its status_id, None when there is none, False
+        when the database could not be asked."""
+        status_id: int | Literal[False] | None = self._run("mark RUNNING", lambda cursor: self._take(cursor, payload))
         return status_id
 
-    def finish(self, status_id: int, ok: bool) -> None:
-        args: tuple[int, ...]
+    def _take(self, cursor: _Cursor, payload: bytes) -> int | None:
+        select = f"SELECT status_id FROM {self.table} WHERE data = %s AND state = %s ORDER BY status_id LIMIT 1"
+        update = f"UPDATE {self.table} SET state = %s WHERE status_id = %s AND state = %s"
+        for _attempt in range(_TAKE_ATTEMPTS):
+            cursor.execute(select, (payload, WAITING))
+            row = cursor.fetchone()
+            if row is None:
+                return None
+            cursor.execute(update, (RUNNING, row[0], WAITING))
+            if cursor.rowcount == 1:
+                return int(row[0])
+        return None
+
+    def finish(self, row: int | bytes, ok: bool) -> None:
+        """Delete the row (``ok``) or mark it ERROR; ``row`` is its status_id, or the payload of a row that could
+        not be taken. Kept in :attr:`pending` when the database fails."""
+        if self._run("delete" if ok else "mark ERROR", lambda cursor: self._finish(cursor, row, ok)) is False:
+            if len(self.pending) == self.pending.maxlen:
+                self.warn(ERRORS_EVENT, self.throttle, f"{MAX_PENDING} outcomes wait already; the oldest is dropped")
+            self.pending.append((row, ok))
+
+    def _finish(self, cursor: _Cursor, row: int | bytes, ok: bool) -> None:
+        status_id = self._take(cursor, row) if isinstance(row, bytes) else row
+        if status_id is None:
+            return
         if ok:
-            statement, args = f"DELETE FROM {self.table} WHERE status_id = %s", (status_id,)
+            cursor.execute(f"DELETE FROM {self.table} WHERE status_id = %s", (status_id,))
         else:
-            statement, args = f"UPDATE {self.table} SET state = %s WHERE status_id = %s", (ERROR, status_id)
-        self._run("delete" if ok else "mark ERROR", lambda cursor: cursor.execute(statement, args))
+            cursor.execute(f"UPDATE {self.table} SET state = %s WHERE status_id = %s", (ERROR, status_id))
+
+    def _replay(self, cursor: _Cursor) -> None:
+        """Write up to :data:`REPLAY_PER_JOB` outcomes that waited; each leaves the list only once written."""
+        for _n in range(min(REPLAY_PER_JOB, len(self.pending))):
+            row, ok = self.pending[0]
+            self._finish(cursor, row, ok)
+            self.pending.popleft()
 
     def _run(self, what: str, work: Callable[[_Cursor], Any]) -> Any:
+        """``work`` on a connection; False when the database could not be used (the problem is counted, logged)."""
         now = time.monotonic()
         if now < self.retry_at:
             self._problem(what, "still backing off after an error")
-            return None
+            return False
         if not self._lock.acquire(timeout=self.timeout):
             self._problem(what, "the connection is busy")
-            return None
+            return False
         try:
             if self._connection is None:
                 self._connection = self._connect(self.db, self.timeout)
@@ -234,6 +259,7 @@ class _Store:
                 self.throttle.reset()
             cursor = self._connection.cursor()
             try:
+                self._replay(cursor)
                 return work(cursor)
             finally:
                 cursor.close()
@@ -241,7 +267,7 @@ class _Store:
             self._drop()
             self.retry_at = time.monotonic() + self.backoff.next_delay()
             self._problem(what, _describe(exc))
-            return None
+            return False
         finally:
             self._lock.release()
 
@@ -277,10 +303,11 @@ def _describe(exc: BaseException) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """A row this worker marked RUNNING: what :meth:`StatusTable.end` needs."""
+    """The job's row for :meth:`StatusTable.end`: its status_id once marked RUNNING, or the payload when the
+    database could not be asked (the outcome then goes to the row found later, see :attr:`_Store.pending`)."""
 
     store: _Store
-    status_id: int
+    status_id: int | bytes
 
 
 class StatusTable:
@@ -330,17 +357,16 @@ class StatusTable:
             return None
         status_id = store.take(assignment.data)
         if status_id is None:
-            if store.retry_at <= time.monotonic():  # found no row (not: could not look)
-                self._missing(store, assignment)
+            self._missing(store, assignment)
             return None
-        return Row(store, status_id)
+        return Row(store, assignment.data if status_id is False else status_id)
 
     def end(self, row: Row, ok: bool) -> None:
         """Delete the row (success) or mark it ERROR (failure)."""
         try:
             row.store.finish(row.status_id, ok)
         except Exception:  # pragma: no cover - a bug here must not cost the job
-            log.exception("drupal status table: cannot finish row %d", row.status_id)
+            log.exception("drupal status table: cannot finish a row of %s", row.store.db)
 
     @staticmethod
     def _missing(store: _Store, assignment: Assignment) -> None:
