@@ -346,7 +346,8 @@ class StatusTable:
                     return None  # the command keeps its rows itself
                 if prepared.spec is not None and prepared.payload is None:
                     return None  # a raw-bytes job: not the module's payload
-            site = decode(assignment.data).site
+            known = prepared.payload if isinstance(prepared, Prepared) else None
+            site = (known or decode(assignment.data)).site  # the router's decoding when it has one
         except PayloadError:
             return None
         except Exception:  # pragma: no cover - a bug here must not cost the job
