@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 import threading
 import time
@@ -67,6 +68,8 @@ _IDENTIFIER = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?", re.ASCII)
 _TAKE_ATTEMPTS: Final = 3
 #: Outcomes kept while a database is down (per database and worker process), and written per job once it is back.
 MAX_PENDING: Final = 10000
+#: The share of ``[drupal] timeout`` after which the server itself abandons a statement (see :func:`_connect`).
+SERVER_SHARE: Final = 0.8
 REPLAY_PER_JOB: Final = 20
 
 
@@ -164,17 +167,31 @@ class _Cursor(Protocol):
 
 
 def _connect(db: Database, timeout: float) -> Any:
-    """A DB-API connection in autocommit mode, every socket operation limited to ``timeout`` seconds."""
+    """A DB-API connection in autocommit mode, every socket operation limited to ``timeout`` seconds.
+
+    The server is told to give up first (at :data:`SERVER_SHARE` of the timeout), so a statement waiting for a
+    lock fails there rather than going on after we stopped waiting and applying when the lock is released
+    (MariaDB: ``max_statement_time``; MySQL, which lacks it: the InnoDB lock wait, in whole seconds;
+    PostgreSQL: ``statement_timeout``)."""
     where = {"host": db.host, "port": db.port, "user": db.user, "password": db.password, "database": db.name}
+    server_limit = timeout * SERVER_SHARE
     if db.kind == "mysql":
         import pymysql  # type: ignore[import-untyped]
 
         limits = {"connect_timeout": timeout, "read_timeout": timeout, "write_timeout": timeout}
-        return pymysql.connect(**where, **limits, autocommit=True, charset="utf8mb4")
+        lock_wait = f"SET SESSION innodb_lock_wait_timeout = {max(1, math.ceil(server_limit))}"
+        connection = pymysql.connect(**where, **limits, autocommit=True, charset="utf8mb4", init_command=lock_wait)
+        if "mariadb" in connection.get_server_info().lower():
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET SESSION max_statement_time = {server_limit:.3f}")
+        return connection
     import pg8000.dbapi  # type: ignore[import-untyped]
 
     connection = pg8000.dbapi.connect(**where, timeout=timeout, application_name="islandora-job-worker")
     connection.autocommit = True
+    cursor = connection.cursor()
+    cursor.execute(f"SET statement_timeout = {max(1, int(server_limit * 1000))}")
+    cursor.close()
     return connection
 
 

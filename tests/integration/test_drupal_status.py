@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from islandora_job.worker.drupal_status import Database, _connect
 from tests.integration import drupal_databases as dbs
 from tests.integration.drupal_databases import Site
 from tests.support.gearmand import Gearmand, admin, free_port, running_gearmand
@@ -279,19 +280,40 @@ def test_a_frozen_database_costs_a_job_at_most_the_timeout_and_loses_nothing(fre
             assert [answer["outcome"] for answer in submitted] == ["submitted"] * 4
     assert answers == [f"ran frozen-{n}" for n in range(4)]
     # 8 jobs; a process pays one timeout per statement until its first error, then skips during the backoff.
-    assert elapsed < 8 * 2 * DB_TIMEOUT + 5, elapsed
+    assert elapsed < 8 * 2 * DB_TIMEOUT + 15, elapsed  # bounded (with no cap, a job would wait for ever)
     log = fresh.pool.wait_log("drupal status table", timeout=10)[len(before) :]
     assert "could not mark RUNNING" in log
     assert dbs.PASSWORD not in fresh.pool.log_text()
     assert [state for _id, _data, state in fresh.site.rows()] == [0, 0, 0, 0]  # as the outage left them
     # Back: after the backoff (at most RETRY_MAX) each process writes the outcomes it kept with its next job.
-    time.sleep(RETRY_MAX + 0.2)
-    wait_for(
-        lambda: _gearman_cli(fresh.gearmand.port, RECORD, [fresh.job("fg", RECORD, "poke")]) and not fresh.site.rows(),
-        20,
-        interval=0.2,
-        message="the held jobs' rows deleted",
-    )
+    _wait_outcomes_written(fresh)
+
+
+def test_a_row_locked_by_another_transaction_costs_a_job_at_most_the_timeout(fresh: Stack) -> None:
+    """A slow database: another transaction holds the job's row (SELECT ... FOR UPDATE), so the worker's UPDATE
+    waits. It gives up after ``timeout`` (the server too: the statement cannot apply later), the job runs, and
+    once the lock is gone the outcome is written."""
+    workers = fresh.pool.children()
+    for pid in workers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        (submitted,) = fresh.submit([fresh.job("bg", RECORD, "locked")])
+    finally:
+        holder = _connect(Database.parse(fresh.site.url), 30)
+        cursor = holder.cursor()
+        cursor.execute("BEGIN")
+        cursor.execute(f"SELECT status_id FROM {dbs.TABLE} FOR UPDATE")
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+    try:
+        assert submitted["outcome"] == "submitted"
+        wait_for(lambda: fresh.ran("locked") == 1, 15, message="the job's run despite the lock")
+        fresh.pool.wait_log("could not mark RUNNING", timeout=10)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert [state for _id, _data, state in fresh.site.rows()] == [0]
+    _wait_outcomes_written(fresh)
 
 
 def test_a_closed_port_costs_nothing_and_is_logged_without_the_password(
@@ -324,6 +346,18 @@ def test_a_closed_port_costs_nothing_and_is_logged_without_the_password(
             assert answer["outcome"] == "submitted" and postgresql_site.rows() == []
         finally:
             pool.stop()
+
+
+def _wait_outcomes_written(stack: Stack) -> None:
+    """After the backoff (at most RETRY_MAX), run jobs (on whichever process) until the outcomes every process kept
+    during the outage are written: no row left."""
+    time.sleep(RETRY_MAX + 0.2)
+    wait_for(
+        lambda: _gearman_cli(stack.gearmand.port, RECORD, [stack.job("fg", RECORD, "poke")]) and not stack.site.rows(),
+        20,
+        interval=0.2,
+        message="the kept outcomes written (no row left)",
+    )
 
 
 def _metric(port: int, name: str) -> float:
