@@ -219,9 +219,17 @@ def test_rows_the_module_inserted_match_byte_for_byte(fresh: Stack) -> None:
         fresh.site.sql(f"INSERT INTO {dbs.TABLE} (data) VALUES ('{escaped.replace(chr(92), chr(92) * 2)}')")
     else:
         fresh.site.sql(f"INSERT INTO {dbs.TABLE} (data) VALUES (convert_to('{escaped}', 'UTF8'))")
-    (submitted,) = fresh.submit([job])
+    workers = fresh.pool.children()
+    for pid in workers:  # the job waits in gearmand: its row stays WAITING while the module submits it again
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        submitted, again = fresh.submit([job, job])
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
     assert submitted["outcome"] == "submitted"
     assert submitted["payload"] == payload  # our reconstruction is PHP's json_encode, byte for byte
+    assert again["outcome"] == "deduped"  # the module's own lookup (addcslashes on PostgreSQL) finds its row
     wait_for(lambda: fresh.ran(marker) == 1, 10, message="the job's run")
     wait_for(lambda: len(fresh.site.rows()) == 1, 10, message="the module's row deleted")
     assert fresh.site.rows()[0][1:] == (near, 0)  # the near miss is untouched, still WAITING
