@@ -81,14 +81,33 @@ class Site:
         """The server stopped (SIGSTOP), with every process it started (PostgreSQL serves each connection in a
         process of its own): connections are accepted by the kernel, then nothing answers."""
         pids = [self.pid, *_descendants(self.pid)]
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
+        stop(pids)
         try:
             yield
         finally:
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGCONT)
+
+
+def stop(pids: list[int], timeout: float = 10.0) -> None:
+    """SIGSTOP each process and wait until every thread of each is stopped: the group stop is asynchronous, and on a
+    loaded machine a thread that is running finishes what it does (a query, a grab) before it stops."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+
+    def all_stopped() -> bool:
+        for pid in pids:
+            tasks = Path(f"/proc/{pid}/task")
+            for task in tasks.iterdir() if tasks.exists() else ():
+                with contextlib.suppress(OSError):
+                    if (
+                        task.joinpath("stat").read_text().rpartition(")")[2].split()[0] not in "TtZX"
+                    ):  # stopped (or already dead)
+                        return False
+        return True
+
+    wait_for(all_stopped, timeout, interval=0.01, message=f"processes {pids} stopped")
 
 
 def _descendants(pid: int) -> list[int]:

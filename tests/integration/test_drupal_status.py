@@ -10,6 +10,7 @@ submitted a second time is skipped by the module's dedupe: these tests fail ther
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -219,14 +220,12 @@ def test_rows_the_module_inserted_match_byte_for_byte(fresh: Stack) -> None:
         fresh.site.sql(f"INSERT INTO {dbs.TABLE} (data) VALUES ('{escaped.replace(chr(92), chr(92) * 2)}')")
     else:
         fresh.site.sql(f"INSERT INTO {dbs.TABLE} (data) VALUES (convert_to('{escaped}', 'UTF8'))")
-    workers = fresh.pool.children()
-    for pid in workers:  # the job waits in gearmand: its row stays WAITING while the module submits it again
-        os.kill(pid, signal.SIGSTOP)
+    workers = _worker_pids(fresh.pool)
+    dbs.stop(workers)  # the job waits in gearmand: its row stays WAITING while resubmitted
     try:
         submitted, again = fresh.submit([job, job])
     finally:
-        for pid in workers:
-            os.kill(pid, signal.SIGCONT)
+        _signal_all(workers, signal.SIGCONT)
     assert submitted["outcome"] == "submitted"
     assert submitted["payload"] == payload  # our reconstruction is PHP's json_encode, byte for byte
     assert again["outcome"] == "deduped"  # the module's own lookup (addcslashes on PostgreSQL) finds its row
@@ -270,21 +269,22 @@ def test_a_frozen_database_costs_a_job_at_most_the_timeout_and_loses_nothing(fre
     ``timeout`` per statement (then the database is skipped during the backoff); once it answers again, the
     outcomes that could not be written are, and no row is left WAITING."""
     before = fresh.pool.log_text()
-    workers = fresh.pool.children()
-    for pid in workers:  # hold the jobs in gearmand while the module inserts their rows
-        os.kill(pid, signal.SIGSTOP)
+    workers = _worker_pids(fresh.pool)
+    dbs.stop(workers)  # hold the jobs in gearmand while the module inserts their rows
     try:
         submitted = fresh.submit([fresh.job("bg", RECORD, f"held-{n}") for n in range(4)])
     finally:
         with fresh.site.frozen():
-            for pid in workers:
-                os.kill(pid, signal.SIGCONT)
+            _signal_all(workers, signal.SIGCONT)
             started = time.monotonic()
             wait_for(lambda: all(fresh.ran(f"held-{n}") == 1 for n in range(4)), 30, message="the held jobs' runs")
             answers = _gearman_cli(
                 fresh.gearmand.port, RECORD, [fresh.job("fg", RECORD, f"frozen-{n}") for n in range(4)]
             )
             elapsed = time.monotonic() - started
+            # A statement still in flight (a held job's final update) would be answered by the thawed server:
+            # let each time out first, so the table shows what the outage left.
+            time.sleep(2 * DB_TIMEOUT)
             assert [answer["outcome"] for answer in submitted] == ["submitted"] * 4
     assert answers == [f"ran frozen-{n}" for n in range(4)]
     # 8 jobs; a process pays one timeout per statement until its first error, then skips during the backoff.
@@ -301,9 +301,8 @@ def test_a_row_locked_by_another_transaction_costs_a_job_at_most_the_timeout(fre
     """A slow database: another transaction holds the job's row (SELECT ... FOR UPDATE), so the worker's UPDATE
     waits. It gives up after ``timeout`` (the server too: the statement cannot apply later), the job runs, and
     once the lock is gone the outcome is written."""
-    workers = fresh.pool.children()
-    for pid in workers:
-        os.kill(pid, signal.SIGSTOP)
+    workers = _worker_pids(fresh.pool)
+    dbs.stop(workers)
     try:
         (submitted,) = fresh.submit([fresh.job("bg", RECORD, "locked")])
     finally:
@@ -311,8 +310,7 @@ def test_a_row_locked_by_another_transaction_costs_a_job_at_most_the_timeout(fre
         cursor = holder.cursor()
         cursor.execute("BEGIN")
         cursor.execute(f"SELECT status_id FROM {dbs.TABLE} FOR UPDATE")
-        for pid in workers:
-            os.kill(pid, signal.SIGCONT)
+        _signal_all(workers, signal.SIGCONT)
     try:
         assert submitted["outcome"] == "submitted"
         wait_for(lambda: fresh.ran("locked") == 1, 15, message="the job's run despite the lock")
@@ -354,6 +352,22 @@ def test_a_closed_port_costs_nothing_and_is_logged_without_the_password(
             assert answer["outcome"] == "submitted" and postgresql_site.rows() == []
         finally:
             pool.stop()
+
+
+def _worker_pids(pool: Pool) -> list[int]:
+    """The pool's worker processes: the children of every supervisor thread (a replacement process may have been
+    started by another thread than the main one, and /proc lists children per thread)."""
+    pids = []
+    for task in Path(f"/proc/{pool.pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            pids += [int(pid) for pid in (task / "children").read_text().split()]
+    assert pids, "no worker process"
+    return pids
+
+
+def _signal_all(pids: Sequence[int], signum: int) -> None:
+    for pid in pids:
+        os.kill(pid, signum)
 
 
 def _wait_outcomes_written(stack: Stack) -> None:
