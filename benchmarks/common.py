@@ -288,11 +288,13 @@ def worker_config(
     return path
 
 
-def start_pool(procs: Processes, config: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start_pool(
+    procs: Processes, config: Path, log: Path, env: dict[str, str] | None = None, python: str = PYTHON
+) -> subprocess.Popen[bytes]:
     """``islandora-job worker --config FILE`` as its own process group, output appended to ``log``."""
     with open(log, "ab") as out:
         return procs.start(
-            [PYTHON, "-m", "islandora_job.cli.main", "worker", "--config", str(config)],
+            [python, "-m", "islandora_job.cli.main", "worker", "--config", str(config)],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env or bench_env(),

@@ -110,8 +110,9 @@ def settings(quick: bool, queues: list[str] | None) -> Settings:
 class Bench:
     """The sections of a run; each one fills its part of :attr:`fig`."""
 
-    def __init__(self, options: Settings, workdir: Path) -> None:
+    def __init__(self, options: Settings, workdir: Path, baseline: Path | None = None) -> None:
         self.s = options
+        self.baseline = baseline
         self.workdir = workdir
         self.procs = Processes()
         self.fig = Figures(options.quick, options.rounds, options.jobs, options.cli_jobs, options.queue_jobs, CPUS)
@@ -134,12 +135,17 @@ class Bench:
         level: str = "INFO",
         prefix: str = "",
         tail: str = "",
+        tree: Path | None = None,
     ) -> subprocess.Popen[bytes]:
+        """``islandora-job worker``; with ``tree``, that checkout's code run by its own ``.venv`` (the baseline)."""
         top = f'multisite_prefixes = ["{prefix}"]' if prefix else ""
         config = worker_config(
             self.workdir / f"{name}.toml", [server.address], concurrency=concurrency, level=level, top=top, tail=tail
         )
-        return start_pool(self.procs, config, self.workdir / f"{name}.log")
+        if tree is None:
+            return start_pool(self.procs, config, self.workdir / f"{name}.log")
+        python = str(tree / ".venv" / "bin" / "python")
+        return start_pool(self.procs, config, self.workdir / f"{name}.log", bench_env(PYTHONPATH=str(tree)), python)
 
     def cli(self, server: Gearmand, function: str, *command: str) -> subprocess.Popen[bytes]:
         gearman = shutil.which("gearman") or "/usr/bin/gearman"
@@ -160,6 +166,10 @@ class Bench:
                 Contender("pyg", "pygearman GearmanWorker, 1 process", "pyg", 1),
                 Contender("cli", "gearman -w -- cat, 1 process (a process per job)", "cli", 1, per_job_process=True),
             ]
+            if self.baseline is not None:
+                label = f"islandora-job worker, 1 process, baseline {revision(self.baseline)}"
+                contenders.append(Contender("ij1base", label, "ij1base_nop", 1))
+                self.pool(server, "ij1base", 1, prefix="ij1base", tree=self.baseline)
             self.raw(server, "raw1", 1)
             self.raw(server, "raw2", 2)
             self.pool(server, "ij1", 1, prefix="ij1")
@@ -468,6 +478,14 @@ class Bench:
             self.procs.stop(process, signal.SIGTERM, timeout=30)
 
 
+def revision(tree: Path) -> str:
+    """``git describe`` of a checkout, or its path when it is not one."""
+    done = subprocess.run(
+        ["git", "-C", str(tree), "describe", "--always", "--dirty"], capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip() or str(tree)
+
+
 def _first(items: list[Path]) -> Path | None:
     return items[0] if items else None
 
@@ -533,6 +551,11 @@ def main() -> int:
     parser.add_argument("--queues", help=f"comma-separated queue types (default: {','.join(QUEUES)})")
     parser.add_argument("--no-write", action="store_true", help="print the section, do not touch docs/")
     parser.add_argument("--write", action="store_true", help="with --quick: write docs/ too (a full run always does)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of another revision with its own .venv (make venv): its 1-process worker runs beside ours",
+    )
     parser.add_argument("--save-figures", type=Path, help="also keep the figures as JSON (python -m benchmarks.report)")
     options = parser.parse_args()
     s = settings(options.quick, options.queues.split(",") if options.queues else None)
@@ -540,7 +563,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         workdir = Path(tmp)
         workdir.chmod(0o755)
-        bench = Bench(s, workdir)
+        if options.baseline is not None and not (options.baseline / ".venv" / "bin" / "python").exists():
+            parser.error(f"--baseline {options.baseline}: no .venv/bin/python there (run make venv in it)")
+        bench = Bench(s, workdir, options.baseline)
         try:
             for name, section in SECTIONS.items():
                 if options.only and name not in options.only:

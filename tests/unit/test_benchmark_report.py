@@ -126,3 +126,17 @@ def test_only_the_generated_section_is_replaced(tmp_path: Path) -> None:
     assert text.startswith("# Benchmarks\n\nprose before\n\n" + BEGIN)
     assert text.endswith(END + "\n\nprose after\n")
     assert "old figures" not in text and "redis | 40,000" in text
+
+
+def test_a_baseline_worker_is_compared_round_by_round() -> None:
+    fig = full()
+    assert "--baseline" not in render(fig)
+    fig.dispatch.append(
+        Contender("ij1base", "islandora-job worker, 1 process, baseline abc123", "ij1base_nop", 1,
+                  fg=[7000, 7100, 7200], bg=[9000, 9000], latency=[0.0004, 0.0004, 0.0008])
+    )  # fmt: skip
+    text = render(fig)
+    # ours 7000/7100/6900 against 7000/7100/7200: per-round ratios 1, 1, 0.958..., median 1.000
+    assert "Against the islandora-job worker, 1 process, baseline abc123 (`--baseline`)" in text
+    assert "median of the 3 per-round ratios: foreground x1.000, background x1.006" in text
+    assert "round-trip p50 x1.250 (above 1: slower)" in text
