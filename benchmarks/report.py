@@ -74,6 +74,7 @@ def summary(fig: Figures) -> dict[str, Any]:
                     "p95": percentile(c.latency, 0.95) * 1e3,
                     "p99": percentile(c.latency, 0.99) * 1e3,
                     "samples": len(c.latency),
+                    "cpu_us": median(c.cpu) * 1e6 if c.cpu else None,
                 }
             )
         by = {c.key: median(c.fg) for c in fig.dispatch}
@@ -132,6 +133,7 @@ def _vs_baseline(fig: Figures) -> dict[str, Any] | None:
         "fg": median([a / b for a, b in zip(ours.fg, base.fg, strict=True)]),
         "bg": median([a / b for a, b in zip(ours.bg, base.bg, strict=True)]),
         "p50": percentile(ours.latency, 0.5) / percentile(base.latency, 0.5),
+        "cpu": median([a / b for a, b in zip(ours.cpu, base.cpu, strict=True)]) if ours.cpu and base.cpu else None,
         "rounds": min(len(ours.fg), len(base.fg)),
     }
 

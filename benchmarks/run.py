@@ -55,6 +55,7 @@ from benchmarks.common import (
     bench_env,
     machine,
     start_pool,
+    tree_cpu_seconds,
     wait_drained,
     wait_workers,
     worker_config,
@@ -166,17 +167,19 @@ class Bench:
                 Contender("pyg", "pygearman GearmanWorker, 1 process", "pyg", 1),
                 Contender("cli", "gearman -w -- cat, 1 process (a process per job)", "cli", 1, per_job_process=True),
             ]
+            pids = {
+                "raw1": [p.pid for p in self.raw(server, "raw1", 1)],
+                "raw2": [p.pid for p in self.raw(server, "raw2", 2)],
+                "ij1": [self.pool(server, "ij1", 1, prefix="ij1").pid],
+                "ijN": [self.pool(server, "ijN", CPUS, prefix="ijN").pid],
+                "ij1w": [self.pool(server, "ij1w", 1, prefix="ij1w", level="WARNING").pid],
+                "pyg": [self.procs.start([PYTHON, PYGEARMAN_WORKER, server.address, "pyg"], env=bench_env()).pid],
+                "cli": [self.cli(server, "cli", "cat").pid],
+            }
             if self.baseline is not None:
                 label = f"islandora-job worker, 1 process, baseline {revision(self.baseline)}"
                 contenders.append(Contender("ij1base", label, "ij1base_nop", 1))
-                self.pool(server, "ij1base", 1, prefix="ij1base", tree=self.baseline)
-            self.raw(server, "raw1", 1)
-            self.raw(server, "raw2", 2)
-            self.pool(server, "ij1", 1, prefix="ij1")
-            self.pool(server, "ijN", CPUS, prefix="ijN")
-            self.pool(server, "ij1w", 1, prefix="ij1w", level="WARNING")
-            self.procs.start([PYTHON, PYGEARMAN_WORKER, server.address, "pyg"], env=bench_env())
-            self.cli(server, "cli", "cat")
+                pids["ij1base"] = [self.pool(server, "ij1base", 1, prefix="ij1base", tree=self.baseline).pid]
             for c in contenders:
                 wait_workers(server.port, c.function, c.processes)
             client = LoadClient(server.port)
@@ -187,6 +190,7 @@ class Bench:
                     order = contenders[round_no % len(contenders) :] + contenders[: round_no % len(contenders)]
                     for c in order:
                         jobs = self.s.cli_jobs if c.per_job_process else self.s.jobs
+                        cpu = tree_cpu_seconds(pids[c.key])
                         seconds, failed = client.foreground(c.function.encode(), NOP_PAYLOAD, jobs)
                         if failed:
                             self.notes.append(f"{c.label}: {failed} foreground job(s) failed")
@@ -194,6 +198,7 @@ class Bench:
                         started = time.monotonic()
                         client.background(c.function.encode(), NOP_PAYLOAD, jobs)
                         c.bg.append(jobs / (wait_drained(server.port, c.function) - started))
+                        c.cpu.append((tree_cpu_seconds(pids[c.key]) - cpu) / (2 * jobs))
                         lat_jobs = max(20, self.s.latency_jobs // (10 if c.per_job_process else 1))
                         c.latency += client.round_trips(c.function.encode(), NOP_PAYLOAD, lat_jobs)
                     self.log(f"dispatch round {round_no + 1}/{self.s.rounds} done")
