@@ -58,11 +58,14 @@ def router() -> Router:
         _spec("r.bytes", lambda: b"\x00\xff"),
         _spec("r.text", lambda: "héllo"),
         _spec("r.dict", lambda: {"a": [1, 2]}),
+        _spec("r.true", lambda: True),
+        _spec("r.false", lambda: False),
+        _spec("r.float", lambda: 1e20),
         _spec("r.raise", lambda: 1 / 0),
         _spec("r.fail", lambda: (_ for _ in ()).throw(Fail("nope"))),
         _spec("r.exit", lambda: exit(4)),
         _spec("r.object", lambda: object()),
-        _spec("r.nan", lambda: float("nan")),
+        _spec("r.nan", lambda: [float("nan")]),
         _spec("r.context", _context_job, alias="r.ctx"),
         _spec("r.raw", lambda data: data[::-1], payload="raw"),
         _spec("r.flaky", _flaky, retries=2, min_backoff=0.001, max_backoff=0.002),
@@ -90,7 +93,15 @@ def _call(router: Router, func: str, *args: Any, **extra: Any) -> Outcome:
 
 @pytest.mark.parametrize(
     ("func", "expected"),
-    [("r.none", b""), ("r.bytes", b"\x00\xff"), ("r.text", "héllo".encode()), ("r.dict", b'{"a":[1,2]}')],
+    [
+        ("r.none", b""),
+        ("r.bytes", b"\x00\xff"),
+        ("r.text", "héllo".encode()),
+        ("r.dict", b'{"a":[1,2]}'),
+        ("r.true", b"1"),
+        ("r.false", b""),
+        ("r.float", b"1.0E+20"),
+    ],
 )
 def test_return_values_become_bytes(router: Router, func: str, expected: bytes) -> None:
     assert _call(router, func) == Outcome("complete", data=expected, attempts=1)
@@ -176,7 +187,7 @@ def test_retries_rearm_the_limit_and_back_off(router: Router) -> None:
 
 def test_to_bytes_refuses_what_json_cannot_say() -> None:
     with pytest.raises(ValueError):
-        to_bytes(float("inf"))
+        to_bytes({"x": float("inf")})  # a bare inf is PHP's INF (tests/integration/test_php_echo.py), not JSON
 
 
 json_values = st.recursive(
