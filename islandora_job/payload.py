@@ -48,7 +48,12 @@ class Payload:
 
 
 def decode(data: bytes) -> Payload:
-    """Parse a payload received by a worker; every way it can be wrong raises :class:`PayloadError`."""
+    """Parse a payload received by a worker; every way it can be wrong raises :class:`PayloadError`.
+
+    One trailing NUL is tolerated: a Node.js client appends ``\\0`` to the JSON, as C strings end.
+    """
+    if data.endswith(b"\0"):
+        data = data[:-1]
     try:
         document = json.loads(data)
     except (UnicodeDecodeError, ValueError) as exc:

@@ -136,6 +136,8 @@ class Router:
         spec = self.registry.by_function(assignment.function)
         if spec is not None and spec.payload == "raw":
             return self._prepared(assignment, spec, None)
+        if spec is not None and spec.payload == "any":
+            return self._prepared(assignment, spec, self._own_payload(assignment.data, spec))
         try:
             payload = decode(assignment.data)
         except PayloadError as exc:
@@ -155,6 +157,15 @@ class Router:
     def _prepared(self, assignment: Assignment, spec: JobSpec, payload: Payload | None) -> Prepared:
         timeout = spec.timeout if spec.timeout is not None else self.default_timeout
         return Prepared(assignment, spec.name, timeout, spec.retries, spec=spec, payload=payload)
+
+    def _own_payload(self, data: bytes, spec: JobSpec) -> Payload | None:
+        """For a ``payload="any"`` job: the islandora_job payload when the bytes are one naming this job, else None
+        (the job gets the bytes): such a job answers whatever it is sent."""
+        try:
+            payload = decode(data)
+        except PayloadError:
+            return None
+        return payload if self._resolve(payload) is spec else None
 
     def _resolve(self, payload: Payload) -> JobSpec | None:
         """``func`` is the job's name (the original module sends the un-aliased name); accept its alias and a

@@ -70,6 +70,15 @@ def test_bad_payloads_say_what_is_wrong(data: bytes, message: str) -> None:
         decode(data)
 
 
+def test_one_trailing_nul_is_tolerated_as_a_node_client_sends_it() -> None:
+    document = b'{"func": "f", "args": [1], "site": null, "uid": null}'
+    assert decode(document + b"\0") == decode(document) == Payload("f", (1,))
+    with pytest.raises(PayloadError, match="not JSON"):
+        decode(document + b"\0\0")  # one, as a C string ends; more is not a payload
+    with pytest.raises(PayloadError, match="not JSON"):
+        decode(b"\0")
+
+
 def test_unserialisable_arguments_are_refused_before_sending() -> None:
     with pytest.raises(PayloadError, match="not JSON-serialisable"):
         Payload("f", (object(),)).encode()

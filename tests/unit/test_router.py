@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from islandora_job import Fail, current_job
-from islandora_job.worker.registry import JobSpec, Registry, job
+from islandora_job.worker.registry import JobSpec, Registry, discover, job
 from islandora_job.worker.router import Assignment, Outcome, PlainHooks, Prepared, Router, to_bytes
 
 
@@ -309,3 +309,48 @@ def test_a_value_whose_encoding_raises_is_a_job_failure() -> None:
     registry.add(_spec("r.weird", lambda: {"x": Weird(a=1)}), "test")
     outcome = _call(Router(registry), "r.weird")
     assert outcome.status == "exception" and outcome.attempts == 1
+
+
+def _args_back(*args: Any) -> str:
+    context = current_job()
+    return json.dumps([repr(a) if isinstance(a, bytes) else a for a in args] + [context.site])
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"", [repr(b""), None]),
+        (b"hello from gearman -f", [repr(b"hello from gearman -f"), None]),
+        (b"\x00\xff\x80", [repr(b"\x00\xff\x80"), None]),
+        (b'{"func": "r.any", "args": ["ping", 5], "site": "http://s"}', ["ping", 5, "http://s"]),
+        (b'{"func": "r.any", "args": [1]}\x00', [1, None]),
+        (b'{"func": "r.add", "args": [1, 2]}', [repr(b'{"func": "r.add", "args": [1, 2]}'), None]),
+        (b'{"func": "r.any"}', [repr(b'{"func": "r.any"}'), None]),
+    ],
+)
+def test_a_job_of_payload_any_answers_whatever_it_is_sent(data: bytes, expected: list[Any]) -> None:
+    """Its own islandora_job payload gives it the args (and site, uid), anything else the bytes: never a failure."""
+    registry = Registry()
+    registry.add(_spec("r.any", _args_back, payload="any"), "test")
+    registry.add(_spec("r.add", lambda *n: sum(n)), "test")
+    outcome = _run(Router(registry), "r.any", data)
+    assert outcome.ok and json.loads(outcome.data) == expected
+
+
+@pytest.mark.parametrize("data", [b"", b"plain text", b"\xff\x00", b"{", b'{"func": "x", "args": []}'])
+def test_the_builtin_ping_and_heartbeat_answer_any_payload(data: bytes) -> None:
+    registry = discover(["islandora_job.worker.builtin_jobs"], use_entry_points=False)
+    router = Router(registry)
+    assert _run(router, "islandora_job.ping", data) == Outcome("complete", data=b"pong", attempts=1)
+    assert _run(router, "ijh", data) == Outcome("complete", data=b"1", attempts=1)
+
+
+def test_the_heartbeat_goes_through_the_normal_job_path_with_its_payload() -> None:
+    """The module's submission: function ijh, func islandora_job_heartbeat, args ["ping", time()]."""
+    registry = discover(["islandora_job.worker.builtin_jobs"], use_entry_points=False)
+    data = b'{"func":"islandora_job_heartbeat","args":["ping",1764750000],"site":"http:\\/\\/localhost","uid":"1"}'
+    prepared = Router(registry).prepare(Assignment("ijh", "H:x:1", "u", data))
+    assert isinstance(prepared, Prepared) and prepared.spec is registry.get("islandora_job_heartbeat")
+    assert prepared.payload is not None and prepared.payload.args == ("ping", 1764750000)
+    assert prepared.payload.site == "http://localhost" and prepared.payload.uid == "1"
+    assert Router(registry).run(prepared, PlainHooks()) == Outcome("complete", data=b"1", attempts=1)
