@@ -131,3 +131,10 @@ def test_unique_key_limit_is_gearmand_s() -> None:
 )
 def test_cli_arguments_are_json_when_valid(text: str, value: object) -> None:
     assert parse_cli_argument(text) == value
+
+
+@pytest.mark.parametrize("text", ['{"dsid":', "[1,", " \t{x}", "[", "{'a': 1}"])
+def test_a_cli_argument_that_starts_like_json_must_be_json(text: str) -> None:
+    with pytest.raises(PayloadError, match="looks like JSON but is not valid JSON"):
+        parse_cli_argument(text)
+    assert parse_cli_argument("a{b") == "a{b" and parse_cli_argument("}") == "}"  # only a leading { or [
