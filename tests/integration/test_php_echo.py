@@ -7,17 +7,21 @@ one ``php`` process bit for bit (``unpack('E', ...)``, no decimal literal in bet
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import shutil
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from islandora_job.worker.php_echo import echo
 from islandora_job.worker.router import to_bytes
+from tests.support.gearmand import Gearmand
+from tests.support.pool import running_pool
 
 PHP = shutil.which("php") or "php"
 
@@ -108,3 +112,27 @@ def test_lists_and_dicts_stay_json_where_php_would_print_array() -> None:
     assert to_bytes([True, None, 1.5]) == b"[true,null,1.5]"
     assert to_bytes({"ok": False}) == b'{"ok":false}'
     assert to_bytes("false") == b"false" and to_bytes(b"\x00") == b"\x00"
+
+
+def test_php_donormal_sees_a_python_jobs_scalars_as_from_a_php_job(tmp_path: Path, gearmand: Gearmand) -> None:
+    """End to end: what ``islandora_job_submit`` returns to Drupal, and whether PHP takes it as true."""
+    kinds = ["true", "false", "none", "int", "float", "tiny"]
+    code = (
+        f'$c = new GearmanClient(); $c->addServer("127.0.0.1", {gearmand.port}); $c->setTimeout(20000); $out = [];'
+        f"foreach ({json.dumps(kinds).replace('[', 'array(').replace(']', ')')} as $k) {{"
+        '  $r = $c->doNormal("t.scalar", json_encode(array("func" => "t.scalar", "args" => array($k),'
+        '    "site" => "http://localhost", "uid" => "1")));'
+        "  $out[$k] = array($r, (bool) $r); }"
+        "echo json_encode($out);"
+    )
+    with running_pool(tmp_path, [gearmand.address], concurrency=1) as pool:
+        pool.wait_registered(gearmand.port, "t.scalar", count=1)
+        run = subprocess.run([PHP, "-r", code], capture_output=True, timeout=60, check=True)
+    assert json.loads(run.stdout) == {
+        "true": ["1", True],
+        "false": ["", False],  # was "false", which PHP took as true
+        "none": ["", False],
+        "int": ["-7", True],
+        "float": ["1.0E+20", True],
+        "tiny": ["1.0E-5", True],
+    }
