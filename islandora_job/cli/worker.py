@@ -142,7 +142,7 @@ def cmd_list_jobs(args: argparse.Namespace) -> int:
             {
                 "name": spec.name,
                 "alias": spec.alias,
-                "functions": spec.functions(config.multisite_prefixes),
+                "functions": built.registry.functions_of(spec.name),
                 "payload": spec.payload,
                 "timeout": spec.timeout if spec.timeout is not None else config.pool.default_timeout,
                 "retries": spec.retries,
