@@ -69,7 +69,15 @@ class CommandJob:
 
     def argv(self, payload: Payload | None) -> list[str]:
         """The command line for a payload: ``{site}``/``{uid}`` filled in after validation."""
-        argv = list(self.config.argv)
+        site, uid = self.allowed(payload)
+        return [_fill(arg, site, uid) for arg in self.config.argv]
+
+    def allowed(self, payload: Payload | None) -> tuple[str | None, int | None]:
+        """The payload's site and uid when the entry needs them, checked against its allowlists.
+
+        Raises :class:`BridgeRefused` when the payload may not run here: before anything is started.
+        """
+        argv = self.config.argv
         wants_site = any("{site}" in arg for arg in argv)
         wants_uid = any("{uid}" in arg for arg in argv)
         site: str | None = None
@@ -91,7 +99,7 @@ class CommandJob:
                 raise BridgeRefused(f"uid {shown!r} is not a user id ({expected})")
             if uid not in self.config.allowed_uids:
                 raise BridgeRefused(f"uid {uid} is not in allowed_uids")
-        return [_fill(arg, site, uid) for arg in argv]
+        return site, uid
 
     def run(self, assignment: Assignment, payload: Payload | None) -> Outcome:
         try:
@@ -268,9 +276,14 @@ def discover_names(argv: Sequence[str], timeout: float = 60.0) -> list[str]:
 
 
 def command_jobs(configs: Sequence[CommandJobConfig]) -> dict[str, CommandJob]:
-    """One bridge job per function name of every entry."""
+    """One bridge job per function name of every entry; the names of a ``persistent`` entry share one runner
+    (:mod:`islandora_job.worker.persistent`), which is not started here (``list-jobs`` and ``check-config`` build
+    these too): the worker process calls :func:`~islandora_job.worker.persistent.start_runners`."""
+    from islandora_job.worker.persistent import PersistentJob, PersistentRunner  # it imports this module
+
     jobs: dict[str, CommandJob] = {}
     for entry in configs:
+        runner = PersistentRunner(entry) if entry.persistent else None
         for name in entry.names:
-            jobs[name] = CommandJob(name, entry)
+            jobs[name] = CommandJob(name, entry) if runner is None else PersistentJob(name, entry, runner)
     return jobs
