@@ -32,7 +32,7 @@ import signal
 import time
 from typing import Final
 
-from islandora_job.errors import ProtocolError
+from islandora_job.errors import IslandoraJobError, ProtocolError
 from islandora_job.payload import Payload
 from islandora_job.worker import bridge
 from islandora_job.worker.config import CommandJobConfig
@@ -51,7 +51,7 @@ _RESET_SIGNALS: Final = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.S
 _RUNNERS: list[PersistentRunner] = []
 
 
-class RunnerGone(Exception):
+class RunnerGone(IslandoraJobError):
     """The runner ended (crash, ``exit()``, a broken frame) or could not start; the message says how."""
 
 
