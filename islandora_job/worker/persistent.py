@@ -47,7 +47,6 @@ WATCHDOG_GRACE: Final = 1.0
 STOP_GRACE: Final = 2.0
 #: How long the worker process waits for its runners' bootstrap at start-up, at most.
 START_TIMEOUT: Final = 120.0
-_RESET_SIGNALS: Final = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGUSR1)
 _RUNNERS: list[PersistentRunner] = []
 
 
@@ -68,20 +67,9 @@ class _Process:
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (request_read, reply_write)]
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            # posix_spawn: no fork of this (large) Python process, and nothing but 0-4 inherited (our fds are
-            # close-on-exec). Its own session: killing the group kills whatever the job started too.
-            self.pid = os.posix_spawn(
-                program,
-                argv,
-                os.environ,
-                file_actions=[
-                    (os.POSIX_SPAWN_DUP2, devnull, 0),
-                    (os.POSIX_SPAWN_DUP2, high[0], 3),
-                    (os.POSIX_SPAWN_DUP2, high[1], 4),
-                ],
-                setsid=True,
-                setsigdef=_RESET_SIGNALS,
-            )
+            # Nothing but 0-4 inherited (our fds are close-on-exec); its own session: killing the group kills
+            # whatever the job started too.
+            self.pid = bridge.spawn_in_session([program, *argv[1:]], [(devnull, 0), (high[0], 3), (high[1], 4)])
         except OSError as exc:
             for fd in (self.request, self.reply):
                 os.close(fd)
