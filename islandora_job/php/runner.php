@@ -80,7 +80,11 @@ final class IslandoraJobRunner {
         fwrite(STDERR, "islandora-job runner: unexpected request; stopping\n");
         return 1;
       }
-      $this->send($this->run($header, $data));
+      $reply = $this->run($header, $data);
+      $this->send($reply);
+      if (!empty($reply[0]['runner_ending'])) {
+        return 0;
+      }
     }
     return 0;
   }
@@ -135,6 +139,18 @@ final class IslandoraJobRunner {
     if ($callable === NULL) {
       return $this->finish('exception', "unknown job '{$payload['func']}'");
     }
+    if ($this->mode === 'drush' && function_exists('db_query')) {
+      // A database connection that went away while the runner was idle (MySQL's wait_timeout) would fail the
+      // job: check it first, and if it is gone let a fresh runner (a new connection) run the job instead.
+      try {
+        db_query('SELECT 1');
+      }
+      catch (Throwable $e) {
+        $reply = $this->finish('retry', 'database connection lost: ' . self::describe($e));
+        $reply[0]['runner_ending'] = TRUE;
+        return $reply;
+      }
+    }
     $this->obLevel = ob_get_level();
     ob_start(array($this, 'collect'), 65536);
     try {
@@ -150,8 +166,17 @@ final class IslandoraJobRunner {
     }
     catch (Throwable $e) {
       $this->endOutput();
-      $this->endStatus(FALSE);
-      return $this->finish('exception', self::describe($e));
+      try {
+        $this->endStatus(FALSE);
+      }
+      catch (Throwable $status_error) {
+        fwrite(STDERR, 'islandora-job runner: cannot record the job status: ' . self::describe($status_error) . "\n");
+      }
+      $reply = $this->finish('exception', self::describe($e));
+      if (self::connectionLost($e)) {
+        $reply[0]['runner_ending'] = TRUE;  // The next job gets a fresh runner, with a new connection.
+      }
+      return $reply;
     }
   }
 
@@ -292,6 +317,24 @@ final class IslandoraJobRunner {
     list($header, $data) = $this->finish('exception', $reason);
     $header['runner_ending'] = TRUE;
     $this->send(array($header, $data));
+  }
+
+  /**
+   * Whether an exception says the database connection is gone.
+   */
+  private static function connectionLost(Throwable $e) {
+    for (; $e !== NULL; $e = $e->getPrevious()) {
+      if (!($e instanceof PDOException)) {
+        continue;
+      }
+      $driver_code = isset($e->errorInfo[1]) ? (int) $e->errorInfo[1] : 0;
+      // MySQL/MariaDB 2006 (gone away) and 2013 (lost connection); SQLSTATE class 08: connection exceptions.
+      if (in_array($driver_code, array(2006, 2013), TRUE) || strncmp((string) $e->getCode(), '08', 2) === 0
+        || preg_match('/server has gone away|lost connection|server closed the connection|no connection to the server/i', $e->getMessage())) {
+        return TRUE;
+      }
+    }
+    return FALSE;
   }
 
   private static function describe(Throwable $e) {

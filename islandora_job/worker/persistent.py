@@ -255,18 +255,26 @@ class PersistentRunner:
 
     def run(self, header: dict[str, object], payload: bytes) -> Outcome:
         deadline = time.monotonic() + self.config.timeout
-        try:
-            process = self.wait_ready(deadline)
-            process.send(encode(header, payload), deadline)
-            frame = process.receive(deadline)
-        except TimeoutError:
-            self._replace(f"job past its timeout of {self.config.timeout:g}s; killed its process group", kill=True)
-            return Outcome.failure(
-                f"command timed out after {self.config.timeout:g}s; runner's process group killed", 1
-            )
-        except RunnerGone as exc:
-            self._replace(str(exc), kill=True)
-            return Outcome.failure(str(exc), 1)
+        for attempt in (1, 2):
+            try:
+                process = self.wait_ready(deadline)
+                process.send(encode(header, payload), deadline)
+                frame = process.receive(deadline)
+            except TimeoutError:
+                self._replace(f"job past its timeout of {self.config.timeout:g}s; killed its process group", kill=True)
+                reason = f"command timed out after {self.config.timeout:g}s; runner's process group killed"
+                return Outcome.failure(reason, 1)
+            except RunnerGone as exc:
+                self._replace(str(exc), kill=True)
+                return Outcome.failure(str(exc), 1)
+            if frame.type == "result" and frame.header.get("status") == "retry" and attempt == 1:
+                # The runner found its database connection gone before it started the job: a fresh runner runs it.
+                self._replace(str(frame.header.get("reason")), kill=False)
+                continue
+            return self._result(process, frame)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _result(self, process: _Process, frame: Frame) -> Outcome:
         process.jobs += 1
         if frame.type != "result":
             self._replace(f"runner answered with a {frame.type!r} frame", kill=True)

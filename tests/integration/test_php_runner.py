@@ -47,6 +47,7 @@ NAMES = [
     "testjobs_pid",
     "testjobs_noisy",
     "testjobs_record",
+    "testjobs_gone",
     "tja",
     "ijh",
 ]
@@ -294,6 +295,26 @@ def test_a_job_past_its_timeout_fails_in_time_and_its_group_is_killed(
     assert "replacing this worker process" not in pool.log_text()  # the runner's limit, not the watchdog's
 
 
+def test_a_database_connection_gone_between_jobs_costs_no_job(site: tuple[Gearmand, Pool, Path]) -> None:
+    server, pool, database = site
+    before = runner_pid(server)
+    Path(f"{database}.gone").write_text(str(time.time()))  # the runner's connection is closed by the server
+    answer = call(server, "testjobs_hello", "again")
+    assert answer.ok and answer.data == b"hello again", answer  # run by a fresh runner, with a new connection
+    assert runner_pid(server) != before
+    pool.wait_log("database connection lost: PDOException: SQLSTATE[HY000]: General error: 2006 MySQL server has gone")
+
+
+def test_a_job_that_finds_the_connection_gone_fails_and_the_runner_is_replaced(
+    site: tuple[Gearmand, Pool, Path],
+) -> None:
+    server, _, _ = site
+    before = runner_pid(server)
+    answer = call(server, "testjobs_gone")
+    assert answer.command is Command.WORK_EXCEPTION and b"2006 MySQL server has gone away" in answer.data
+    assert runner_pid(server) != before
+
+
 # --- bootstrap mode, recycling ----------------------------------------------------------------------------------
 
 BOOTSTRAP = """<?php
@@ -305,7 +326,17 @@ return array(
     return count($kept);
   },
   'b_echo' => function ($text) { print $text; return array('n' => strlen($text)); },
+  'b_regex' => function ($text) { return preg_replace('/a+/', 'A', $text); },
 );
+"""
+#: Runs argv with the kernel's memory-deny-write-execute (PR_SET_MDWE, Linux 6.3+): the restriction the worker role's
+#: hardened unit sets with MemoryDenyWriteExecute=yes, which PHP's PCRE JIT runs into.
+MDWE = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    sys.exit("PR_SET_MDWE: " + os.strerror(ctypes.get_errno()) + " (Linux 6.3 or later is needed)")
+os.execvp(sys.argv[1], sys.argv[1:])
 """
 
 
@@ -318,6 +349,7 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gearmand, 
     broken.write_text("<?php return 42;\n")
     tail = _entry(["b_pid", "b_grow", "b_echo"], ["php", str(RUNNER), "--bootstrap", str(boot)], max_jobs=3)
     tail += _entry(["b_broken"], ["php", str(RUNNER), "--bootstrap", str(broken)])
+    tail += _entry(["b_regex"], [sys.executable, "-c", MDWE, "php", str(RUNNER), "--bootstrap", str(boot)])
     with running_gearmand(workdir) as server:
         extra = "send_exceptions = true"
         with running_pool(workdir, [server.address], concurrency=1, tail=tail, extra=extra) as pool:
@@ -333,6 +365,16 @@ def test_bootstrap_mode_serves_the_callables_of_the_file(plain: tuple[Gearmand, 
     assert broken.command is Command.WORK_EXCEPTION
     assert b"must return an array of job name => callable, not integer" in broken.data
     assert b"broken.php" in broken.data
+
+
+def test_the_runner_works_where_memory_may_not_be_writable_and_executable(plain: tuple[Gearmand, Pool]) -> None:
+    """PCRE's JIT cannot allocate executable memory there: PHP disables it with a warning (to the log, never into a
+    result) and runs the expression interpreted."""
+    server, pool = plain
+    answer = call(server, "b_regex", "xaaab")
+    assert answer.ok and answer.data == b"xAb", answer
+    assert call(server, "b_regex", "aa-a").data == b"A-A"
+    pool.wait_log("Allocation of JIT memory failed, PCRE JIT will be disabled")
 
 
 def test_a_runner_is_replaced_after_max_jobs(plain: tuple[Gearmand, Pool]) -> None:
