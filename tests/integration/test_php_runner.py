@@ -62,8 +62,10 @@ def _entry(names: list[str], argv: list[str], **keys: object) -> str:
 
 
 def drush_entry(**keys: object) -> str:
-    argv = [str(DRUSH), f"--root={STANDIN}", f"--uri={SITE}", "--user=1", "php-script", str(RUNNER)]
-    return _entry(NAMES, argv, **keys)
+    """The site's entry: its function names found by ``discover_argv``, as the module lists them."""
+    site = [str(DRUSH), f"--root={STANDIN}", f"--uri={SITE}"]
+    discover = [*site, "islandora-job-list-functions"]
+    return _entry([], [*site, "--user=1", "php-script", str(RUNNER)], discover_argv=discover, **keys)
 
 
 @contextlib.contextmanager
@@ -77,7 +79,8 @@ def drush_site(workdir: Path, concurrency: int = 1, **keys: object) -> Iterator[
         with running_pool(
             workdir, [server.address], concurrency=concurrency, tail=tail, env=env, extra="send_exceptions = true"
         ) as pool:
-            pool.wait_registered(server.port, "testjobs_pid")
+            for function in NAMES:
+                pool.wait_registered(server.port, function)
             yield server, pool, database
 
 
