@@ -29,6 +29,7 @@ import os
 import select
 import shutil
 import signal
+import threading
 import time
 from typing import Final
 
@@ -303,7 +304,8 @@ class PersistentRunner:
             if kill:
                 process.kill()
             else:
-                process.stop()
+                # Its exit (drush's shutdown, up to STOP_GRACE) is waited for beside the job's answer, not before it.
+                threading.Thread(target=process.stop, name="runner-stop", daemon=True).start()
         try:
             self.spawn(why)
         except RunnerGone as exc:  # the next job tries again, and fails with the reason
