@@ -353,6 +353,7 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gearmand, 
     tail = _entry(["b_pid", "b_grow", "b_echo"], ["php", str(RUNNER), "--bootstrap", str(boot)], max_jobs=3)
     tail += _entry(["b_broken"], ["php", str(RUNNER), "--bootstrap", str(broken)])
     tail += _entry(["b_regex"], [sys.executable, "-c", MDWE, "php", str(RUNNER), "--bootstrap", str(boot)])
+    tail += _entry(["b_missing"], ["no-such-php-p13", str(RUNNER), "--bootstrap", str(boot)])
     with running_gearmand(workdir) as server:
         extra = "send_exceptions = true"
         with running_pool(workdir, [server.address], concurrency=1, tail=tail, extra=extra) as pool:
@@ -368,6 +369,10 @@ def test_bootstrap_mode_serves_the_callables_of_the_file(plain: tuple[Gearmand, 
     assert broken.command is Command.WORK_EXCEPTION
     assert b"must return an array of job name => callable, not integer" in broken.data
     assert b"broken.php" in broken.data
+    missing = call(server, "b_missing")
+    assert missing.command is Command.WORK_EXCEPTION
+    assert b"cannot run 'no-such-php-p13': not found on PATH" in missing.data
+    assert call(server, "b_echo", "still").data == b'still{"n":5}'  # the other entries serve on
 
 
 def test_the_runner_works_where_memory_may_not_be_writable_and_executable(plain: tuple[Gearmand, Pool]) -> None:
