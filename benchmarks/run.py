@@ -540,12 +540,23 @@ def versions() -> dict[str, str]:
     }
 
 
+def _php_runner(bench: Bench) -> None:
+    """The persistent PHP runner's own section (benchmarks/php_runner.py), written to the docs on a full run."""
+    from benchmarks import php_runner
+
+    text = php_runner.render(php_runner.run(bench.s.quick))
+    print(text, file=sys.stderr)
+    if not bench.s.quick:
+        php_runner.write_doc(text)
+
+
 SECTIONS: dict[str, Callable[[Bench], None]] = {
     "dispatch": Bench.dispatch_and_latency,
     "bridge": Bench.bridge,
     "payload": Bench.payload_sweep,
     "queues": Bench.queue_types,
     "deployment": Bench.deployment,
+    "runner": _php_runner,
 }
 
 

@@ -42,6 +42,7 @@ from islandora_job.worker.bridge import kill_command_groups
 from islandora_job.worker.deadletters import DeadLetterStore
 from islandora_job.worker.deadlines import DeadlineSlot
 from islandora_job.worker.metrics import JobStats
+from islandora_job.worker.persistent import start_runners
 from islandora_job.worker.process import FailureRecorder, Worker
 from islandora_job.worker.router import Assignment, Outcome
 
@@ -179,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return exit_codes.USAGE
+    start_runners(built.bridge)  # persistent PHP runners bootstrap before this process registers
     store = DeadLetterStore.from_config(config.dead_letters) if config.dead_letters.path else None
     worker = Worker(
         config.servers,
