@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from islandora_job.address import ServerAddress
 from islandora_job.admin import AdminClient, FunctionStatus, PriorityStatus
-from islandora_job.errors import IslandoraJobError
+from islandora_job.errors import ConnectionLost, IslandoraJobError
 
 #: An admin answer from one server larger than this is refused (the server shows as down): ``status`` lines are
 #: ~50 bytes, so this is some 40,000 functions, far more than any site has.
@@ -124,7 +124,12 @@ def ask(
                     raise
                 priorities = []  # a gearmand without ``prioritystatus``: the totals still count
     except (IslandoraJobError, OSError, ValueError) as exc:
-        return ServerSnapshot(str(address), False, time.monotonic() - started, error=str(exc) or type(exc).__name__)
+        took = time.monotonic() - started
+        if isinstance(exc, ConnectionLost) and took >= timeout * 0.99:  # frozen, overloaded, or trickling bytes
+            reason = f"no complete admin answer within the {timeout:g}s deadline"
+        else:
+            reason = str(exc) or type(exc).__name__
+        return ServerSnapshot(str(address), False, took, error=reason)
     functions, dropped = rows(statuses, priorities, max_functions)
     return ServerSnapshot(str(address), True, time.monotonic() - started, tuple(functions), dropped)
 

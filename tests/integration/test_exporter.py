@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -141,6 +144,19 @@ def test_hostile_and_frozen_servers_neither_hang_the_exporter_nor_grow_its_memor
     assert peak_rss_kib(cluster.pid) < 150 * 1024
 
 
+def test_idle_http_clients_do_not_block_the_exporter(cluster: Cluster) -> None:
+    """Connections that send nothing, or half a request line, hold a thread each, not the server."""
+    host, port = cluster.url[7:].split(":")
+    idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(40)]
+    try:
+        for sock in idle[::2]:
+            sock.sendall(b"GET /metr")
+        assert sample(fetch(cluster.url + "/metrics"), "islandora_job_gearmand_up", server=cluster.good.address) == 1
+    finally:
+        for sock in idle:
+            sock.close()
+
+
 def test_the_page_flags_unserved_functions_and_down_servers_escaped(cluster: Cluster) -> None:
     page = fetch(cluster.url + "/")
     assert '<meta http-equiv="refresh" content="5">' in page
@@ -182,3 +198,73 @@ def test_settings_from_the_file(tmp_path: Path, cluster: Cluster) -> None:
         text = fetch(url + "/metrics")
         assert sample(text, "islandora_job_gearmand_up", server=cluster.good.address) == 1
         assert "islandora_job_exporter_dead_letters" not in text  # no worker configuration given
+
+
+class _Rows(HTMLParser):
+    """The function name of each table row, and whether the row is flagged (class ``unserved``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[str, bool]] = []
+        self.scripts = 0
+        self._row: bool | None = None
+        self._in_name = False
+        self._name = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "script":
+            self.scripts += 1
+        if tag == "tr":
+            self._row = attributes.get("class") == "unserved"
+        if tag == "code" and attributes.get("class") == "function" and self._row is not None:
+            self._in_name, self._name = True, ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "code" and self._in_name:
+            self._in_name = False
+            assert self._row is not None
+            self.rows.append((self._name, self._row))
+        if tag == "tr":
+            self._row = None
+
+    def handle_data(self, data: str) -> None:
+        if self._in_name:
+            self._name += data
+
+
+def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def test_the_page_in_headless_chromium_flags_the_function_nobody_serves(cluster: Cluster, tmp_path: Path) -> None:
+    """What a browser makes of the page: the DOM after parsing (escaping done right shows the hostile name as the
+    text it is), and a screenshot of the right size with more than one colour in it."""
+    dom = _chromium(tmp_path / "profile", "--dump-dom", cluster.url + "/")
+    assert dom.returncode == 0, dom.stderr.decode(errors="replace")[-2000:]
+    rows = _Rows()
+    rows.feed(dom.stdout.decode())
+    flagged = {name for name, unserved in rows.rows if unserved}
+    assert flagged == {LONELY, EVIL}, rows.rows
+    assert (SERVED, False) in rows.rows
+    assert rows.scripts == 0
+    shot = tmp_path / "page.png"
+    taken = _chromium(tmp_path / "profile", "--window-size=1100,900", f"--screenshot={shot}", cluster.url + "/")
+    assert taken.returncode == 0 and shot.exists(), taken.stderr.decode(errors="replace")[-2000:]
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    assert (width, height) == (1100, 900)
+    assert len(png) > 20_000  # a blank page compresses to a few hundred bytes
