@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn, TextIO, cast
 
 from islandora_job import __version__, exit_codes
-from islandora_job.cli import exporter, jobs, queue, worker
+from islandora_job.cli import clear, exporter, jobs, queue, worker
 from islandora_job.cli.output import OutputFailed
 from islandora_job.errors import ConfigError
 from islandora_job.logsetup import escape_controls
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.register(commands)
     queue.register(commands)
     exporter.register(commands)
+    clear.register(commands)
     return parser
 
 
