@@ -117,41 +117,6 @@ class FileRecorder:
         os.close(self._fd)
 
 
-class StoreRecorder:
-    """Into the worker's dead-letter store, as letters that ``dead-letters requeue`` can submit again."""
-
-    def __init__(self, store: Any) -> None:
-        from islandora_job.worker.deadletters import DeadLetterStoreError
-
-        self.store = store
-        self.where = str(store.path)
-        try:
-            store.check_writable()
-        except DeadLetterStoreError as exc:
-            raise ClearRefused(str(exc)) from None
-
-    def record(self, job: ClearedJob) -> None:
-        if len(job.payload) > self.store.max_payload:
-            raise ClearFailed(
-                f"a payload of {len(job.payload)} bytes is over the store's max_payload_kb "
-                f"({self.store.max_payload // 1024}): it would be kept cut; clear with --to FILE instead"
-            )
-        letter = self.store.record(
-            function=job.function,
-            name=job.function,
-            handle=job.handle,
-            unique=job.unique,
-            payload=job.payload,
-            error=CLEARED,
-            attempts=0,
-        )
-        if not letter:
-            raise ClearFailed(f"{self.where}: the dead-letter store did not take the record (see the log line above)")
-
-    def close(self) -> None:
-        pass
-
-
 class QueueClearer:
     """Takes one function's jobs from one gearmand as a worker. Closing hands back every job held and not ended."""
 

@@ -16,6 +16,17 @@ from typing import Any
 from islandora_job import exit_codes
 from islandora_job.address import servers_from_environment
 from islandora_job.errors import ConfigError, ConnectionLost, ProtocolError, ServerUnavailable
+from islandora_job.queue_clear import (
+    CLEARED,
+    ClearedJob,
+    ClearFailed,
+    ClearRefused,
+    ClearResult,
+    FileRecorder,
+    QueueClearer,
+)
+from islandora_job.worker import config as config_module
+from islandora_job.worker.deadletters import DeadLetterStore, DeadLetterStoreError
 
 
 def register(commands: Any) -> None:
@@ -60,14 +71,42 @@ def _error(message: str) -> None:
     print(f"islandora-job: {message}", file=sys.stderr)
 
 
-def _recorder(args: argparse.Namespace) -> Any:
-    from islandora_job.queue_clear import FileRecorder, StoreRecorder
+class StoreRecorder:
+    """Into the worker's dead-letter store, as letters that ``dead-letters requeue`` can submit again."""
 
+    def __init__(self, store: DeadLetterStore) -> None:
+        self.store = store
+        self.where = str(store.path)
+        try:
+            store.check_writable()
+        except DeadLetterStoreError as exc:
+            raise ClearRefused(str(exc)) from None
+
+    def record(self, job: ClearedJob) -> None:
+        if len(job.payload) > self.store.max_payload:
+            raise ClearFailed(
+                f"a payload of {len(job.payload)} bytes is over the store's max_payload_kb "
+                f"({self.store.max_payload // 1024}): it would be kept cut; clear with --to FILE instead"
+            )
+        letter = self.store.record(
+            function=job.function,
+            name=job.function,
+            handle=job.handle,
+            unique=job.unique,
+            payload=job.payload,
+            error=CLEARED,
+            attempts=0,
+        )
+        if not letter:
+            raise ClearFailed(f"{self.where}: the dead-letter store did not take the record (see the log line above)")
+
+    def close(self) -> None:
+        pass
+
+
+def _recorder(args: argparse.Namespace) -> FileRecorder | StoreRecorder:
     if args.to:
         return FileRecorder(args.to)
-    from islandora_job.worker import config as config_module
-    from islandora_job.worker.deadletters import DeadLetterStore
-
     settings = config_module.load(args.config).dead_letters
     if not settings.path:
         raise ConfigError("dead_letters.path is empty (dead letters are disabled): clear with --to FILE")
@@ -76,7 +115,6 @@ def _recorder(args: argparse.Namespace) -> Any:
 
 def cmd_clear(args: argparse.Namespace) -> int:
     from islandora_job.cli.queue import ProgressReport
-    from islandora_job.queue_clear import ClearFailed, ClearRefused, ClearResult, QueueClearer
 
     function: str = args.function
     if not function or "\0" in function:
