@@ -84,6 +84,10 @@ class HostileServer:
         self.lifetime = lifetime
         self.port = free_port()
         self._stop = threading.Event()
+        self._count = threading.Lock()
+        #: Connections open now, and the most ever open at once (a client that leaves exchanges hanging piles up).
+        self.open = 0
+        self.max_open = 0
         self._listener = socket.create_server(("127.0.0.1", self.port))
         self._listener.settimeout(0.2)
         threading.Thread(target=self._accept, daemon=True).start()
@@ -108,6 +112,9 @@ class HostileServer:
             "flood": b"".join(f"ij_flood_{i}\t1\t0\t0\n".encode() for i in range(2000)),
             "huge": b"x" * 65536,
         }.get(self.mode, b"f")
+        with self._count:
+            self.open += 1
+            self.max_open = max(self.max_open, self.open)
         with conn, contextlib.suppress(OSError):
             conn.settimeout(5)
             conn.recv(1024)
@@ -115,6 +122,8 @@ class HostileServer:
                 conn.sendall(block)
                 if self.mode == "trickle":
                     time.sleep(0.2)
+        with self._count:
+            self.open -= 1
 
     def close(self) -> None:
         self._stop.set()
