@@ -21,6 +21,8 @@ REQUEST_TIMEOUT = 10.0
 
 class ExporterServer(ThreadingHTTPServer):
     daemon_threads = True
+    #: The listen backlog: socketserver's 5 makes the sixth of a burst of connections wait for a SYN retry (1 s).
+    request_queue_size = 128
     #: ``HOST:PORT`` to listen on may name an IPv6 address.
     allow_reuse_address = True
 

@@ -9,6 +9,7 @@ round for :attr:`Scraper.min_interval` seconds, so a flood of HTTP requests cann
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from islandora_job.address import ServerAddress
 from islandora_job.admin import AdminClient, FunctionStatus, PriorityStatus
 from islandora_job.errors import ConnectionLost, IslandoraJobError
+
+log = logging.getLogger(__name__)
 
 #: An admin answer from one server larger than this is refused (the server shows as down): ``status`` lines are
 #: ~50 bytes, so this is some 40,000 functions, far more than any site has.
@@ -164,6 +167,15 @@ class Scraper:
             self._last = self._take()
             return self._last
 
+    def _log_changes(self, servers: tuple[ServerSnapshot, ...]) -> None:
+        """One journal line when a server goes down or comes back (not one per scrape)."""
+        before = {s.server: s.up for s in self._last.servers} if self._last else {}
+        for server in servers:
+            if before.get(server.server, True) and not server.up:
+                log.warning("gearmand %s: %s", server.server, server.error)
+            elif before.get(server.server) is False and server.up:
+                log.info("gearmand %s answers again", server.server)
+
     def _take(self) -> Snapshot:
         started = time.monotonic()
         results: dict[int, ServerSnapshot] = {}
@@ -184,6 +196,7 @@ class Scraper:
             results.get(i) or ServerSnapshot(str(a), False, self.timeout, error=f"no answer within {self.timeout:g}s")
             for i, a in enumerate(self.servers)
         )
+        self._log_changes(servers)
         letters: dict[str, int] | None = None
         letters_error = ""
         if self.dead_letters is not None:

@@ -142,6 +142,8 @@ def test_hostile_and_frozen_servers_neither_hang_the_exporter_nor_grow_its_memor
         took = sample(text, "islandora_job_gearmand_scrape_duration_seconds", server=server)
         assert took is not None and took < TIMEOUT + 5, (server, took)
     assert peak_rss_kib(cluster.pid) < 150 * 1024
+    log = (cluster.tmp / "exporter.log").read_text()
+    assert log.count(f"gearmand {cluster.frozen.address}: no complete admin answer within the 1s deadline") == 1
     for hostile in cluster.hostile:  # each exchange was ended by the exporter, none left hanging
         assert hostile.max_open <= 2, (hostile.mode, hostile.max_open)
 
