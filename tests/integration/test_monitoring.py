@@ -184,6 +184,8 @@ def test_every_dashboard_panel_query_runs_on_a_real_prometheus(stack: Stack) -> 
         "Jobs waiting per function",
         "Worker processes",
         "Job rate by outcome",
+        "Job rate by job",  # the worker's job label, as exported_job
+        "Job duration (p50, p95)",
         "Dead letters per function",
     ):
         assert title not in empty, (title, empty)

@@ -14,9 +14,10 @@ import pytest
 from islandora_job.admin import FunctionStatus, PriorityStatus
 from islandora_job.errors import ConfigError
 from islandora_job.exporter import exposition, page
-from islandora_job.exporter.scrape import ServerSnapshot, Snapshot, rows
+from islandora_job.exporter.scrape import Scraper, ServerSnapshot, Snapshot, rows
 from islandora_job.exporter.settings import resolve
 from islandora_job.logsetup import JsonFormatter, fields
+from islandora_job.worker.deadletters import DeadLetterStoreError
 from islandora_job.worker.metrics import PoolMetrics
 
 
@@ -122,3 +123,12 @@ def test_json_log_lines_carry_fields_as_keys() -> None:
     document = json.loads(JsonFormatter().format(record))
     assert document["message"] == "job complete" and document["job"] == "t.x" and document["duration"] == 0.5
     assert document["level"] == "INFO"  # a field cannot replace the document's own keys
+
+
+def test_an_unreadable_dead_letter_store_is_a_problem_on_the_page_not_an_error() -> None:
+    def unreadable() -> dict[str, int]:
+        raise DeadLetterStoreError("/x: the dead-letter store is corrupt (file is not a database)")
+
+    snapshot = Scraper((), dead_letters=unreadable, dead_letters_path="/x").snapshot()
+    assert snapshot.dead_letters is None
+    assert "Dead letters cannot be read: /x: the dead-letter store is corrupt" in page.render(snapshot, refresh=5)
