@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from islandora_job.address import ServerAddress
+from islandora_job.codec import Command, encode
+from islandora_job.connection import Connection
 from islandora_job.worker.deadletters import DeadLetterStore
 from tests.support.exporter import CLI, HostileServer, fetch, peak_rss_kib, running_exporter, sample
 from tests.support.gearmand import Gearmand, free_port
@@ -26,6 +29,7 @@ from tests.support.peers import wait_for
 LONELY = "ij_exp_lonely"
 EVIL = 'ij_exp_<b>"evil&'
 SERVED = "ij_exp_served"
+NOT_UTF8 = b"ij_exp_\xff\xfe"
 #: The exporter's deadline for one server, in seconds.
 TIMEOUT = 1.0
 
@@ -38,6 +42,17 @@ def _submit(server: Gearmand, function: str, *flags: str) -> None:
         check=True,
         timeout=10,
     )
+
+
+def _submit_raw(server: Gearmand, function: bytes) -> None:
+    """A background job to a function name that is not UTF-8 (gearmand takes any bytes but NUL)."""
+    connection = Connection(ServerAddress("127.0.0.1", server.port))
+    connection.connect()
+    try:
+        connection.send(encode(Command.SUBMIT_JOB_BG, function, b"raw-1", b"payload"))
+        assert connection.receive()[0].command is Command.JOB_CREATED
+    finally:
+        connection.close()
 
 
 class Cluster:
@@ -65,6 +80,7 @@ class Cluster:
             stderr=subprocess.DEVNULL,
         )
         wait_for(lambda: f"{SERVED}\t0\t0\t1" in _status(self.good), timeout=10, message="the gearman worker")
+        _submit_raw(self.good, NOT_UTF8)  # after the wait: the tests' own admin helper decodes strictly
         assert self.frozen.process is not None
         os.kill(self.frozen.process.pid, signal.SIGSTOP)
 
@@ -124,6 +140,8 @@ def test_metrics_report_every_server_and_function_and_pass_promtool(cluster: Clu
     assert sample(text, by_priority, server=good, function=LONELY, priority="normal") == 1
     assert sample(text, "islandora_job_gearmand_jobs_queued", server=good, function='ij_exp_<b>\\"evil&') == 1
     assert sample(text, "islandora_job_exporter_dead_letters", function=LONELY) == 3
+    # a function name that is not UTF-8 neither takes the server down nor breaks the exposition
+    assert sample(text, "islandora_job_gearmand_jobs_queued", server=good, function="ij_exp_\\\\xff\\\\xfe") == 1
     assert (sample(text, "islandora_job_exporter_scrape_duration_seconds") or 0) > 0
     # the flood's functions never made it in: the answer was refused whole, past its byte cap
     assert "ij_flood_" not in text
@@ -261,7 +279,7 @@ def test_the_page_in_headless_chromium_flags_the_function_nobody_serves(cluster:
     rows = _Rows()
     rows.feed(dom.stdout.decode())
     flagged = {name for name, unserved in rows.rows if unserved}
-    assert flagged == {LONELY, EVIL}, rows.rows
+    assert flagged == {LONELY, EVIL, "ij_exp_\\xff\\xfe"}, rows.rows
     assert (SERVED, False) in rows.rows
     assert rows.scripts == 0
     shot = tmp_path / "page.png"
@@ -272,3 +290,13 @@ def test_the_page_in_headless_chromium_flags_the_function_nobody_serves(cluster:
     width, height = struct.unpack(">II", png[16:24])
     assert (width, height) == (1100, 900)
     assert len(png) > 20_000  # a blank page compresses to a few hundred bytes
+
+
+def test_status_still_reports_a_server_with_a_function_name_that_is_not_utf8(cluster: Cluster) -> None:
+    """Before, ``islandora-job status`` called such a server unreachable (exit 3): the admin answer was refused."""
+    env = {k: v for k, v in os.environ.items() if k != "ISLANDORA_JOB_SERVERS"}
+    result = subprocess.run(
+        [*CLI, "status", "--server", cluster.good.address], capture_output=True, text=True, timeout=30, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ij_exp_\\xff\\xfe" in result.stdout and LONELY in result.stdout
