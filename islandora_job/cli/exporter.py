@@ -57,9 +57,10 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     if settings.worker_config:
         from islandora_job.worker.config import load
         from islandora_job.worker.deadletters import DeadLetterStore
+        from islandora_job.worker.metrics import CountsWhenChanged
 
         store = DeadLetterStore.from_config(load(settings.worker_config).dead_letters)
-        counts, store_path = store.counts, store.path
+        counts, store_path = CountsWhenChanged(store), store.path
     scraper = Scraper(
         settings.servers,
         timeout=settings.timeout,

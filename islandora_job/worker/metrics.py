@@ -36,6 +36,22 @@ class DeadLetterCounts(Protocol):
     def counts(self) -> Mapping[str, int]: ...
 
 
+class CountsWhenChanged:
+    """A store's counts, read again only when its file or its write-ahead log changed (a stat per call): a scrape
+    does not scan a large store for nothing, and a new letter shows at the next scrape. Read errors propagate."""
+
+    def __init__(self, store: DeadLetterCounts) -> None:
+        self.store = store
+        self._last: tuple[tuple[tuple[int, int], ...], Mapping[str, int]] | None = None
+
+    def __call__(self) -> dict[str, int]:
+        seen = tuple(_stamp(self.store.path + suffix) for suffix in ("", "-wal"))
+        if self._last is None or self._last[0] != seen:
+            self._last = None
+            self._last = (seen, dict(self.store.counts()))
+        return dict(self._last[1])
+
+
 def _stamp(path: str) -> tuple[int, int]:
     """(modification time, size) of a file, zeros when absent: changes whenever sqlite writes it."""
     try:
@@ -134,26 +150,17 @@ class PoolMetrics:
         self._busy: dict[int, bool] = {}
         self.restarts: dict[str, int] = {}
         #: This host's dead-letter store (each worker host has its own), counted for ``islandora_job_dead_letters``.
-        self._store = dead_letters
-        self._dead_letters: tuple[tuple[tuple[int, int], ...], Mapping[str, int]] | None = None
+        self._dead_letters = None if dead_letters is None else CountsWhenChanged(dead_letters)
 
     def dead_letters(self) -> Mapping[str, int] | None:
-        """Dead letters per function; None without a store or when it cannot be read (logged).
-
-        The store is read again only when its file or its write-ahead log changed (a stat each scrape), so a
-        scrape does not scan a large store for nothing, and a new letter shows at the next scrape.
-        """
-        if self._store is None:
+        """Dead letters per function; None without a store or when it cannot be read (logged)."""
+        if self._dead_letters is None:
             return None
-        seen = tuple(_stamp(self._store.path + suffix) for suffix in ("", "-wal"))
-        if self._dead_letters is None or self._dead_letters[0] != seen:
-            try:
-                self._dead_letters = (seen, dict(self._store.counts()))
-            except Exception as exc:  # a corrupt or unreadable store must not break the whole endpoint
-                log.warning("metrics: cannot count dead letters: %s", exc)
-                self._dead_letters = None
-                return None
-        return self._dead_letters[1]
+        try:
+            return self._dead_letters()
+        except Exception as exc:  # a corrupt or unreadable store must not break the whole endpoint
+            log.warning("metrics: cannot count dead letters: %s", exc)
+            return None
 
     def update(self, pid: int, stats: JobStats, busy: bool) -> None:
         with self._lock:
