@@ -19,6 +19,7 @@ back (and counted as left) rather than have some of them survive only in gearman
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import time
@@ -29,7 +30,7 @@ from typing import Any, Final, Protocol
 
 from islandora_job.address import ServerAddress
 from islandora_job.admin import AdminClient
-from islandora_job.codec import Command, Packet
+from islandora_job.codec import Command, Packet, encode
 from islandora_job.connection import ConnectFailed, Connection
 from islandora_job.errors import IslandoraJobError, ProtocolError, ServerUnavailable
 from islandora_job.queue_move import _error_text
@@ -37,8 +38,11 @@ from islandora_job.queue_move import _error_text
 CLIENT_ID_PREFIX: Final = "islandora-job-clear"
 #: The reason written with each job cleared into the dead-letter store.
 CLEARED: Final = "cleared by islandora-job clear"
-#: Progress is reported, and gearmand's processing of the failures confirmed, every this many jobs.
-CONFIRM_EVERY: Final = 100
+#: Jobs taken at once: recorded together (one sync of the file), then ended together, and confirmed by an echo.
+#: A clear stopped part way may have recorded up to this many jobs that stay queued (recorded twice if run again).
+BATCH: Final = 100
+#: ... and fewer when the payloads are large: a batch's expected size (from the payloads seen so far) stays under this.
+BATCH_BYTES: Final = 32 * 1024 * 1024
 
 
 class ClearRefused(IslandoraJobError):
@@ -60,11 +64,12 @@ class ClearedJob:
 
 
 class Recorder(Protocol):
-    """Where cleared jobs go; :meth:`record` returns only once the job is safely kept, else raises ClearFailed."""
+    """Where cleared jobs go; :meth:`record_all` returns only once the jobs are safely kept, else raises
+    ClearFailed."""
 
     where: str
 
-    def record(self, job: ClearedJob) -> None: ...
+    def record_all(self, jobs: list[ClearedJob]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -92,24 +97,13 @@ class FileRecorder:
         except OSError as exc:
             raise ClearRefused(f"{path}: cannot write the record: {exc.strerror}") from None
 
-    def record(self, job: ClearedJob) -> None:
-        line: dict[str, Any] = {
-            "function": job.function,
-            "handle": job.handle,
-            "unique": job.unique,
-            "size": len(job.payload),
-            "cleared_at": time.time(),
-        }
-        try:
-            line["payload"] = job.payload.decode("utf-8")
-        except UnicodeDecodeError:
-            line["payload_base64"] = base64.b64encode(job.payload).decode("ascii")
-        data = (json.dumps(line, ensure_ascii=True) + "\n").encode()
+    def record_all(self, jobs: list[ClearedJob]) -> None:
+        data = b"".join(_line(job) for job in jobs)
         try:
             written = os.write(self._fd, data)
             if written != len(data):
-                raise OSError(28, f"short write ({written} of {len(data)} bytes)")
-            os.fsync(self._fd)
+                raise OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes)")
+            _sync(self._fd)
         except OSError as exc:
             raise ClearFailed(f"{self.where}: cannot write the record: {exc.strerror or exc}") from None
 
@@ -126,6 +120,8 @@ class QueueClearer:
         self._timeout = connect_timeout
         self._io_timeout = io_timeout
         self._worker = Connection(server, connect_timeout=connect_timeout, io_timeout=io_timeout)
+        self._seen_jobs = 0  # jobs taken so far, and their bytes: the payload size that sizes batches
+        self._seen_bytes = 0
 
     def __enter__(self) -> QueueClearer:
         return self
@@ -171,47 +167,59 @@ class QueueClearer:
             progress(function, 0, expected, False)
         keyless: list[ClearedJob] = []
         exhausted = False
-        while limit is None or result.cleared + len(keyless) < limit:
-            job = self._grab(function)
-            if job is None:
-                exhausted = True
-                break
-            if not job.unique:
-                keyless.append(job)
-                continue
-            recorder.record(job)
-            self._worker.send_packet(Command.WORK_FAIL, job.raw_handle)
-            result.cleared += 1
-            if result.cleared % CONFIRM_EVERY == 0:
-                self._echo()
-                if progress:
-                    progress(function, result.cleared, expected, False)
+        while not exhausted and (limit is None or result.cleared + len(keyless) < limit):
+            want = self._batch() if limit is None else min(self._batch(), limit - result.cleared - len(keyless))
+            jobs, exhausted = self._grab(function, want)
+            self._seen_jobs += len(jobs)
+            self._seen_bytes += sum(len(job.payload) for job in jobs)
+            keyed = [job for job in jobs if job.unique]
+            keyless.extend(job for job in jobs if not job.unique)
+            self._end(keyed, recorder)
+            result.cleared += len(keyed)
+            if progress:
+                progress(function, result.cleared, expected, False)
         if keyless and exhausted:
-            for job in keyless:
-                recorder.record(job)
-                self._worker.send_packet(Command.WORK_FAIL, job.raw_handle)
-                result.cleared += 1
+            self._end(keyless, recorder)
+            result.cleared += len(keyless)
         elif keyless:
             result.keyless_returned = len(keyless)
-        self._echo()  # every WORK_FAIL processed (its row deleted) before the connection closes
         self._worker.close()  # hands back the keyless jobs held, if any
         result.left = self.waiting(function)[0]
         if progress:
             progress(function, result.cleared, expected, True)
         return result
 
-    def _grab(self, function: str) -> ClearedJob | None:
-        self._worker.send_packet(Command.GRAB_JOB_UNIQ)
-        while True:
+    def _batch(self) -> int:
+        average = self._seen_bytes / self._seen_jobs if self._seen_jobs else 0
+        return max(1, min(BATCH, int(BATCH_BYTES // average) if average else BATCH))
+
+    def _end(self, jobs: list[ClearedJob], recorder: Recorder) -> None:
+        """Record the jobs, then end them; returns once gearmand has processed every WORK_FAIL (rows deleted)."""
+        if not jobs:
+            return
+        recorder.record_all(jobs)
+        self._worker.send(b"".join(encode(Command.WORK_FAIL, job.raw_handle) for job in jobs))
+        self._echo()
+
+    def _grab(self, function: str, want: int) -> tuple[list[ClearedJob], bool]:
+        """Ask for ``want`` jobs at once (pipelined); the jobs handed out, and whether the queue ran dry."""
+        self._worker.send(encode(Command.GRAB_JOB_UNIQ) * want)
+        jobs: list[ClearedJob] = []
+        dry = False
+        answers = 0
+        while answers < want:
             for packet in self._worker.receive():
                 if packet.command is Command.NO_JOB:
-                    return None
-                if packet.command is Command.JOB_ASSIGN_UNIQ:
-                    return self._job(packet, function)
-                if packet.command is Command.ERROR:
+                    answers += 1
+                    dry = True
+                elif packet.command is Command.JOB_ASSIGN_UNIQ:
+                    answers += 1
+                    jobs.append(self._job(packet, function))
+                elif packet.command is Command.ERROR:
                     raise ClearFailed(f"{self.server} answered ERROR {_error_text(packet)}")
-                if packet.command is not Command.NOOP:
+                elif packet.command is not Command.NOOP:
                     raise ProtocolError(f"{self.server} sent an unexpected {packet.command.name}")
+        return jobs, dry
 
     def _job(self, packet: Packet, function: str) -> ClearedJob:
         task = packet["task"].decode("utf-8", "replace")
@@ -234,3 +242,28 @@ class QueueClearer:
                     return
                 if packet.command is Command.ERROR:
                     raise ClearFailed(f"{self.server} answered ERROR {_error_text(packet)}")
+
+
+def _sync(fd: int) -> None:
+    """fsync, except where there is nothing to sync: a pipe or a device such as /dev/null (EINVAL)."""
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+
+
+def _line(job: ClearedJob) -> bytes:
+    """One job as a JSON line: the payload as text when it is UTF-8, else in base64."""
+    line: dict[str, Any] = {
+        "function": job.function,
+        "handle": job.handle,
+        "unique": job.unique,
+        "size": len(job.payload),
+        "cleared_at": time.time(),
+    }
+    try:
+        line["payload"] = job.payload.decode("utf-8")
+    except UnicodeDecodeError:
+        line["payload_base64"] = base64.b64encode(job.payload).decode("ascii")
+    return (json.dumps(line, ensure_ascii=True) + "\n").encode()

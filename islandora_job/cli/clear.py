@@ -82,7 +82,11 @@ class StoreRecorder:
         except DeadLetterStoreError as exc:
             raise ClearRefused(str(exc)) from None
 
-    def record(self, job: ClearedJob) -> None:
+    def record_all(self, jobs: list[ClearedJob]) -> None:
+        for job in jobs:
+            self._record(job)
+
+    def _record(self, job: ClearedJob) -> None:
         if len(job.payload) > self.store.max_payload:
             raise ClearFailed(
                 f"a payload of {len(job.payload)} bytes is over the store's max_payload_kb "

@@ -102,7 +102,7 @@ def test_keyless_jobs_are_cleared_only_all_together(tmp_path: Path) -> None:
         assert got == sorted((u, p) for _, _, u, p in batch)
 
 
-def test_a_record_that_cannot_be_written_clears_nothing(tmp_path: Path) -> None:
+def test_a_record_that_cannot_be_written_clears_nothing_and_dev_null_discards(tmp_path: Path) -> None:
     with gearmand(tmp_path / "g", _sqlite(tmp_path)) as server:
         submit(server, _jobs(5))
         full = _clear(server, "--to", "/dev/full")
@@ -111,6 +111,10 @@ def test_a_record_that_cannot_be_written_clears_nothing(tmp_path: Path) -> None:
         assert _waiting(server, TARGET) == 5
         server.restart()
         assert _waiting(server, TARGET) == 5
+        discarded = _clear(server, "--to", "/dev/null")  # a device cannot be synced: its write is enough
+        assert discarded.returncode == 0, discarded.stderr
+        server.restart()
+        assert _waiting(server, TARGET) == 0
 
 
 def test_clear_refuses_while_a_worker_serves_the_function(tmp_path: Path) -> None:
