@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn, TextIO, cast
 
 from islandora_job import __version__, exit_codes
-from islandora_job.cli import jobs, php_runner, queue, worker
+from islandora_job.cli import clear, exporter, jobs, php_runner, queue, worker
 from islandora_job.cli.output import OutputFailed, silence_stdout
 from islandora_job.errors import ConfigError
 from islandora_job.logsetup import escape_controls
@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.register(commands)
     queue.register(commands)
     php_runner.register(commands)
+    exporter.register(commands)
+    clear.register(commands)
     return parser
 
 

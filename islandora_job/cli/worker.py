@@ -120,7 +120,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     metrics = None
     server = None
     if config.metrics.listen:
-        metrics = PoolMetrics()
+        metrics = PoolMetrics(dead_letters=DeadLetterStore.from_config(config.dead_letters))
         server = serve(metrics, config.metrics.listen)
     try:
         return Supervisor(config, reload=load, notifier=Notifier.from_environment(), metrics=metrics).run()
