@@ -16,7 +16,8 @@ PYTEST_ARGS ?=
 # Debian packages the tests need: the real peers (gearmand, the gearman CLI, PHP with the extension)
 # and the queue back-ends the role tests start on free ports.
 APT_TEST := gearman-job-server gearman-tools php-cli php-gearman python3-venv \
-	sqlite3 redis-server memcached nftables iproute2 postgresql mariadb-server php-mysql php-pgsql
+	sqlite3 redis-server memcached nftables iproute2 postgresql php-sqlite3 prometheus chromium \
+	mariadb-server php-mysql php-pgsql
 # What `make bench` adds: database servers for the queue-type comparison (started as subprocesses on free ports).
 APT_BENCH := mariadb-server postgresql
 SOAK_JOBS ?= 100000

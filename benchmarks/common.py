@@ -226,6 +226,23 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def tree_cpu_seconds(roots: Sequence[int]) -> float:
+    """CPU seconds (user + system) of these processes and their descendants so far, reaped children included.
+
+    A live process's own times plus those of its reaped children (``cutime``, ``cstime``): a child still alive is
+    counted once, from its own entry, and a reaped one once, from its parent's. On a shared machine a worker's CPU
+    per job varies much less than its jobs per second, which also count the time it waited for a core.
+    """
+    ticks = 0
+    for pid in [*roots, *(child for root in roots for child in descendants(root))]:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone between the listing and the read
+        ticks += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class RssSampler(threading.Thread):
     """Samples the RSS of a process tree every ``interval``: peak of any one process, and of the tree's sum."""
 
@@ -288,11 +305,13 @@ def worker_config(
     return path
 
 
-def start_pool(procs: Processes, config: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start_pool(
+    procs: Processes, config: Path, log: Path, env: dict[str, str] | None = None, python: str = PYTHON
+) -> subprocess.Popen[bytes]:
     """``islandora-job worker --config FILE`` as its own process group, output appended to ``log``."""
     with open(log, "ab") as out:
         return procs.start(
-            [PYTHON, "-m", "islandora_job.cli.main", "worker", "--config", str(config)],
+            [python, "-m", "islandora_job.cli.main", "worker", "--config", str(config)],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env or bench_env(),

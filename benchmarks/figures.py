@@ -27,6 +27,7 @@ class Contender:
     fg: list[float] = field(default_factory=list)
     bg: list[float] = field(default_factory=list)
     latency: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # the worker's CPU seconds per job, per round (fg + bg jobs)
 
 
 @dataclass

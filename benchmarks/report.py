@@ -74,6 +74,7 @@ def summary(fig: Figures) -> dict[str, Any]:
                     "p95": percentile(c.latency, 0.95) * 1e3,
                     "p99": percentile(c.latency, 0.99) * 1e3,
                     "samples": len(c.latency),
+                    "cpu_us": median(c.cpu) * 1e6 if c.cpu else None,
                 }
             )
         by = {c.key: median(c.fg) for c in fig.dispatch}
@@ -84,6 +85,7 @@ def summary(fig: Figures) -> dict[str, Any]:
             "vs_process_per_job": by["ij1"] / by["cli"],
             "scale": by["ijN"] / by["ij1"],
             "raw_scale": by["raw2"] / fg0,
+            "baseline": _vs_baseline(fig),
         }
     if fig.queues:
         base = next((q.complete for q in fig.queues if q.queue == "builtin" and q.error is None), None)
@@ -117,6 +119,23 @@ def summary(fig: Figures) -> dict[str, Any]:
             for r in fig.payload
         ]
     return out
+
+
+def _vs_baseline(fig: Figures) -> dict[str, Any] | None:
+    """This tree's 1-process worker against the baseline's, round by round (both ran in every round, interleaved):
+    the median of the per-round ratios, so that the machine's drift between rounds cancels out."""
+    by = {c.key: c for c in fig.dispatch}
+    ours, base = by.get("ij1"), by.get("ij1base")
+    if ours is None or base is None:
+        return None
+    return {
+        "label": base.label,
+        "fg": median([a / b for a, b in zip(ours.fg, base.fg, strict=True)]),
+        "bg": median([a / b for a, b in zip(ours.bg, base.bg, strict=True)]),
+        "p50": percentile(ours.latency, 0.5) / percentile(base.latency, 0.5),
+        "cpu": median([a / b for a, b in zip(ours.cpu, base.cpu, strict=True)]) if ours.cpu and base.cpu else None,
+        "rounds": min(len(ours.fg), len(base.fg)),
+    }
 
 
 def environment() -> jinja2.Environment:

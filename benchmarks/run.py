@@ -55,6 +55,7 @@ from benchmarks.common import (
     bench_env,
     machine,
     start_pool,
+    tree_cpu_seconds,
     wait_drained,
     wait_workers,
     worker_config,
@@ -110,8 +111,9 @@ def settings(quick: bool, queues: list[str] | None) -> Settings:
 class Bench:
     """The sections of a run; each one fills its part of :attr:`fig`."""
 
-    def __init__(self, options: Settings, workdir: Path) -> None:
+    def __init__(self, options: Settings, workdir: Path, baseline: Path | None = None) -> None:
         self.s = options
+        self.baseline = baseline
         self.workdir = workdir
         self.procs = Processes()
         self.fig = Figures(options.quick, options.rounds, options.jobs, options.cli_jobs, options.queue_jobs, CPUS)
@@ -134,12 +136,17 @@ class Bench:
         level: str = "INFO",
         prefix: str = "",
         tail: str = "",
+        tree: Path | None = None,
     ) -> subprocess.Popen[bytes]:
+        """``islandora-job worker``; with ``tree``, that checkout's code run by its own ``.venv`` (the baseline)."""
         top = f'multisite_prefixes = ["{prefix}"]' if prefix else ""
         config = worker_config(
             self.workdir / f"{name}.toml", [server.address], concurrency=concurrency, level=level, top=top, tail=tail
         )
-        return start_pool(self.procs, config, self.workdir / f"{name}.log")
+        if tree is None:
+            return start_pool(self.procs, config, self.workdir / f"{name}.log")
+        python = str(tree / ".venv" / "bin" / "python")
+        return start_pool(self.procs, config, self.workdir / f"{name}.log", bench_env(PYTHONPATH=str(tree)), python)
 
     def cli(self, server: Gearmand, function: str, *command: str) -> subprocess.Popen[bytes]:
         gearman = shutil.which("gearman") or "/usr/bin/gearman"
@@ -160,13 +167,19 @@ class Bench:
                 Contender("pyg", "pygearman GearmanWorker, 1 process", "pyg", 1),
                 Contender("cli", "gearman -w -- cat, 1 process (a process per job)", "cli", 1, per_job_process=True),
             ]
-            self.raw(server, "raw1", 1)
-            self.raw(server, "raw2", 2)
-            self.pool(server, "ij1", 1, prefix="ij1")
-            self.pool(server, "ijN", CPUS, prefix="ijN")
-            self.pool(server, "ij1w", 1, prefix="ij1w", level="WARNING")
-            self.procs.start([PYTHON, PYGEARMAN_WORKER, server.address, "pyg"], env=bench_env())
-            self.cli(server, "cli", "cat")
+            pids = {
+                "raw1": [p.pid for p in self.raw(server, "raw1", 1)],
+                "raw2": [p.pid for p in self.raw(server, "raw2", 2)],
+                "ij1": [self.pool(server, "ij1", 1, prefix="ij1").pid],
+                "ijN": [self.pool(server, "ijN", CPUS, prefix="ijN").pid],
+                "ij1w": [self.pool(server, "ij1w", 1, prefix="ij1w", level="WARNING").pid],
+                "pyg": [self.procs.start([PYTHON, PYGEARMAN_WORKER, server.address, "pyg"], env=bench_env()).pid],
+                "cli": [self.cli(server, "cli", "cat").pid],
+            }
+            if self.baseline is not None:
+                label = f"islandora-job worker, 1 process, baseline {revision(self.baseline)}"
+                contenders.append(Contender("ij1base", label, "ij1base_nop", 1))
+                pids["ij1base"] = [self.pool(server, "ij1base", 1, prefix="ij1base", tree=self.baseline).pid]
             for c in contenders:
                 wait_workers(server.port, c.function, c.processes)
             client = LoadClient(server.port)
@@ -177,6 +190,7 @@ class Bench:
                     order = contenders[round_no % len(contenders) :] + contenders[: round_no % len(contenders)]
                     for c in order:
                         jobs = self.s.cli_jobs if c.per_job_process else self.s.jobs
+                        cpu = tree_cpu_seconds(pids[c.key])
                         seconds, failed = client.foreground(c.function.encode(), NOP_PAYLOAD, jobs)
                         if failed:
                             self.notes.append(f"{c.label}: {failed} foreground job(s) failed")
@@ -184,6 +198,7 @@ class Bench:
                         started = time.monotonic()
                         client.background(c.function.encode(), NOP_PAYLOAD, jobs)
                         c.bg.append(jobs / (wait_drained(server.port, c.function) - started))
+                        c.cpu.append((tree_cpu_seconds(pids[c.key]) - cpu) / (2 * jobs))
                         lat_jobs = max(20, self.s.latency_jobs // (10 if c.per_job_process else 1))
                         c.latency += client.round_trips(c.function.encode(), NOP_PAYLOAD, lat_jobs)
                     self.log(f"dispatch round {round_no + 1}/{self.s.rounds} done")
@@ -468,6 +483,14 @@ class Bench:
             self.procs.stop(process, signal.SIGTERM, timeout=30)
 
 
+def revision(tree: Path) -> str:
+    """``git describe`` of a checkout, or its path when it is not one."""
+    done = subprocess.run(
+        ["git", "-C", str(tree), "describe", "--always", "--dirty"], capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip() or str(tree)
+
+
 def _first(items: list[Path]) -> Path | None:
     return items[0] if items else None
 
@@ -517,12 +540,23 @@ def versions() -> dict[str, str]:
     }
 
 
+def _php_runner(bench: Bench) -> None:
+    """The persistent PHP runner's own section (benchmarks/php_runner.py), written to the docs on a full run."""
+    from benchmarks import php_runner
+
+    text = php_runner.render(php_runner.run(bench.s.quick))
+    print(text, file=sys.stderr)
+    if not bench.s.quick:
+        php_runner.write_doc(text)
+
+
 SECTIONS: dict[str, Callable[[Bench], None]] = {
     "dispatch": Bench.dispatch_and_latency,
     "bridge": Bench.bridge,
     "payload": Bench.payload_sweep,
     "queues": Bench.queue_types,
     "deployment": Bench.deployment,
+    "runner": _php_runner,
 }
 
 
@@ -533,6 +567,11 @@ def main() -> int:
     parser.add_argument("--queues", help=f"comma-separated queue types (default: {','.join(QUEUES)})")
     parser.add_argument("--no-write", action="store_true", help="print the section, do not touch docs/")
     parser.add_argument("--write", action="store_true", help="with --quick: write docs/ too (a full run always does)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of another revision with its own .venv (make venv): its 1-process worker runs beside ours",
+    )
     parser.add_argument("--save-figures", type=Path, help="also keep the figures as JSON (python -m benchmarks.report)")
     options = parser.parse_args()
     s = settings(options.quick, options.queues.split(",") if options.queues else None)
@@ -540,7 +579,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         workdir = Path(tmp)
         workdir.chmod(0o755)
-        bench = Bench(s, workdir)
+        if options.baseline is not None and not (options.baseline / ".venv" / "bin" / "python").exists():
+            parser.error(f"--baseline {options.baseline}: no .venv/bin/python there (run make venv in it)")
+        bench = Bench(s, workdir, options.baseline)
         try:
             for name, section in SECTIONS.items():
                 if options.only and name not in options.only:

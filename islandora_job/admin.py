@@ -364,12 +364,10 @@ class AdminClient:
         return end
 
     def _read_line(self) -> str:
-        line = self._read_raw_line()
-        try:
-            return line.decode("utf-8")
-        except UnicodeDecodeError:
-            self.close()
-            raise ProtocolError(f"{self.address}: admin answer is not UTF-8") from None
+        """One answer line as text. Function names and client ids in it are any bytes a client chose (but NUL):
+        bytes that are not UTF-8 become ``\\xff`` escapes, so one job submitted to such a name neither fails the
+        whole answer (the server taken for down by ``status`` and the exporter) nor reaches a caller undecodable."""
+        return self._read_raw_line().decode("utf-8", "backslashreplace")
 
     def _line(self, command: str) -> str:
         self._send(command)

@@ -95,7 +95,11 @@ class JobRequest:
 
 @dataclass(slots=True)
 class JobResult:
-    """What became of one job of a batch. ``error`` is set when it did not complete."""
+    """What became of one job of a batch. ``error`` is set when it did not complete.
+
+    ``data`` is the job's whole output as libgearman clients (PHP's ``doNormal``, ``runTasks``, the ``gearman``
+    CLI) give it: every WORK_DATA chunk (``partial``), then the data of WORK_COMPLETE.
+    """
 
     request: JobRequest
     function: str = ""
@@ -329,7 +333,8 @@ class JobClient:
         alias: str | None = None,
         timeout: float | None = None,
     ) -> bytes:
-        """Run a job and return its output. Raises JobFailed, JobException, JobTimeout or ServerUnavailable."""
+        """Run a job and return its output (its WORK_DATA chunks and its result, joined, as libgearman does).
+        Raises JobFailed, JobException, JobTimeout or ServerUnavailable."""
         request = JobRequest(name, args, priority, unique, dedupe, alias)
         [result] = self.submit_batch([request], timeout=timeout, raise_unavailable=True)
         return result.result()
@@ -612,7 +617,7 @@ class _Batch:
         result = self.results[index]
         if command is Command.WORK_COMPLETE:
             del state.handles[handle]
-            result.data = packet["data"]
+            result.data = b"".join([*result.partial, packet["data"]])
         elif command is Command.WORK_FAIL:
             del state.handles[handle]
             # Our workers send the reason as a WORK_WARNING just before a WORK_FAIL (which carries no text).

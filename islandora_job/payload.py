@@ -48,7 +48,12 @@ class Payload:
 
 
 def decode(data: bytes) -> Payload:
-    """Parse a payload received by a worker; every way it can be wrong raises :class:`PayloadError`."""
+    """Parse a payload received by a worker; every way it can be wrong raises :class:`PayloadError`.
+
+    One trailing NUL is tolerated: a Node.js client appends ``\\0`` to the JSON, as C strings end.
+    """
+    if data.endswith(b"\0"):
+        data = data[:-1]
     try:
         document = json.loads(data)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -110,8 +115,14 @@ def check_unique(unique: str) -> str:
 
 
 def parse_cli_argument(text: str) -> Any:
-    """CLI job arguments: JSON when the text is valid JSON, else the text itself (``42`` → 42, ``a b`` → "a b")."""
+    """CLI job arguments: JSON when the text is valid JSON, else the text itself (``42`` → 42, ``a b`` → "a b").
+
+    Text that starts (after blanks) with ``{`` or ``[`` was meant as JSON: when it does not parse, that is a
+    :class:`PayloadError` naming where, never a string sent silently in place of the object (``'{"dsid":'``).
+    """
     try:
         return json.loads(text)
-    except ValueError:
+    except ValueError as exc:
+        if text.lstrip()[:1] in ("{", "["):
+            raise PayloadError(f"looks like JSON but is not valid JSON ({exc}); --string sends it as text") from exc
         return text

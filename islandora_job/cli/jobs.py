@@ -17,7 +17,7 @@ from typing import Any, Final, TextIO
 from islandora_job import exit_codes
 from islandora_job.address import ServerAddress, servers_from_environment
 from islandora_job.admin import AdminClient, AdminError
-from islandora_job.cli.output import write_result
+from islandora_job.cli.output import OutputFailed, silence_stdout, write_result
 from islandora_job.client import DEAD_PEER_TIMEOUT, PRIORITIES, JobClient
 from islandora_job.errors import (
     ConnectionLost,
@@ -27,7 +27,7 @@ from islandora_job.errors import (
     ServerUnavailable,
 )
 from islandora_job.logsetup import escape_controls
-from islandora_job.payload import PayloadError, parse_cli_argument
+from islandora_job.payload import PayloadError, function_name, parse_cli_argument
 
 
 def register(commands: Any) -> None:
@@ -45,10 +45,12 @@ def register(commands: Any) -> None:
         "submit",
         parents=[server_flag],
         help="submit a job and print its result (or its handle with --background)",
-        description="Each ARG is parsed as JSON when it is valid JSON, else taken as a string.",
+        description="Each ARG is parsed as JSON when it is valid JSON, else taken as a string; an ARG that starts "
+        "with { or [ must be valid JSON, unless --string takes every ARG as a string.",
     )
     submit.add_argument("name", metavar="NAME", help="the job name (the payload's func)")
     submit.add_argument("args", metavar="ARG", nargs="*", help="positional arguments of the job")
+    submit.add_argument("--string", action="store_true", help="take every ARG as a string, never as JSON")
     submit.add_argument("--background", action="store_true", help="queue it and print the job handle")
     submit.add_argument("--priority", choices=PRIORITIES, default="normal")
     submit.add_argument("--site", metavar="URL", help="the payload's site (the Drupal base URL)")
@@ -89,14 +91,30 @@ def register(commands: Any) -> None:
     version = commands.add_parser("version", parents=[server_flag], help="each server's gearmand version")
     version.set_defaults(handler=cmd_version)
 
-    cancel = commands.add_parser("cancel", parents=[server_flag], help="remove a queued (not yet running) job")
+    cancel = commands.add_parser(
+        "cancel",
+        parents=[server_flag],
+        help="cancel a queued (not yet running) job",
+        description=f"Cancel a queued job: {CANCEL_NOTE}.",
+    )
     cancel.add_argument("handle", metavar="HANDLE")
     cancel.set_defaults(handler=cmd_cancel)
 
 
+#: The NOTE of ``status`` for a function with jobs queued and no worker (the failure that piled up the original
+#: module's heartbeat unnoticed), and for a server that could not be asked.
+NO_WORKER: Final = "NO WORKER"
+SERVER_DOWN: Final = "DOWN"
 #: The longest ``--timeout`` (ten years): beyond it a deadline is a typo, and ``inf`` is not a deadline.
 MAX_TIMEOUT: Final = 10 * 365 * 86400.0
 MAX_INTERVAL: Final = 86400.0
+#: What gearmand 1.1.20's admin ``cancel job`` does (and what ``cancel`` says): it marks the job, it does not remove it.
+CANCEL_NOTE: Final = (
+    "gearmand only marks the job; it drops it when a worker reaches it, and status counts it until then"
+)
+#: Seconds the servers may take together to say whether a worker serves the function before a foreground submit
+#: (at most half of ``--timeout``, which the check counts against).
+UNSERVED_CHECK: Final = 2.0
 #: A Drupal uid: ASCII digits, at most this many (a 64-bit integer).
 MAX_UID_DIGITS: Final = 19
 #: How deep a JSON argument may nest; far beyond any real payload, far below what json and Python can recurse.
@@ -124,9 +142,11 @@ def _uid(text: str) -> int:
 
 
 def _job_argument(position: int, text: str) -> Any:
-    """One ARG: JSON when it is valid JSON, else the text; a JSON value nested too deeply is a usage error."""
+    """One ARG: JSON when it is valid JSON, else the text; broken or too deeply nested JSON is a usage error."""
     try:
         value = parse_cli_argument(text)
+    except PayloadError as exc:
+        raise PayloadError(f"ARG {position} {_shorten(text)}: {exc}") from exc
     except RecursionError:
         value = None
         depth = MAX_JSON_DEPTH + 1
@@ -135,6 +155,10 @@ def _job_argument(position: int, text: str) -> Any:
     if depth > MAX_JSON_DEPTH:
         raise PayloadError(f"ARG {position}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return value
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}… ({len(text)} characters)"
 
 
 def _depth(value: Any) -> int:
@@ -165,7 +189,7 @@ def _error(message: str) -> None:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     try:
-        job_args = [_job_argument(position, text) for position, text in enumerate(args.args, 1)]
+        job_args = list(args.args) if args.string else [_job_argument(p, text) for p, text in enumerate(args.args, 1)]
     except PayloadError as exc:
         _error(str(exc))
         return exit_codes.USAGE
@@ -184,6 +208,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 handle = client.submit_background(args.name, *job_args, **options)
                 print(handle)
                 return exit_codes.OK
+            started = time.monotonic()
+            budget = UNSERVED_CHECK if args.timeout is None else min(UNSERVED_CHECK, args.timeout / 2)
+            _warn_unserved(client.servers, function_name(args.name, args.alias, args.multisite), budget)
+            if args.timeout is not None:  # the check counts against --timeout: "at most this long, whatever happens"
+                options["timeout"] = max(args.timeout - (time.monotonic() - started), 0.001)
             data = client.submit(args.name, *job_args, **options)
     except PayloadError as exc:
         _error(str(exc))
@@ -202,6 +231,30 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return exit_codes.OK
 
 
+def _warn_unserved(servers: Sequence[ServerAddress], function: str, budget: float) -> None:
+    """Say at once on stderr when no worker serves the function on a server: the job would wait there, silently,
+    until one registers. One admin ``status`` per server, all within ``budget`` seconds; a server that does not
+    answer in time is left to the submission to report."""
+    deadline = time.monotonic() + budget
+    reachable, without = 0, []
+    for address in servers:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return  # not asked: say nothing rather than something wrong
+        try:
+            with AdminClient(address, timeout=left, answer_timeout=left) as admin:
+                statuses = admin.status()
+        except IslandoraJobError:
+            continue
+        reachable += 1
+        if not any(status.function == function and status.workers > 0 for status in statuses):
+            without.append(str(address))
+    if without and len(without) == reachable:
+        _error(f"no worker serves function {function!r} ({', '.join(without)}); waiting until one registers")
+    elif without:
+        _error(f"no worker serves function {function!r} on {', '.join(without)}: a job queued there waits")
+
+
 # -- status --------------------------------------------------------------------------------------------------------
 
 
@@ -209,13 +262,13 @@ def _collect_status(servers: list[ServerAddress]) -> list[dict[str, Any]]:
     """One entry per server: its functions' queues, or the error that kept us from asking."""
     report: list[dict[str, Any]] = []
     for address in servers:
-        entry: dict[str, Any] = {"server": str(address), "error": None, "functions": []}
+        entry: dict[str, Any] = {"server": str(address), "up": True, "error": None, "functions": []}
         try:
             with AdminClient(address) as admin:
                 statuses = admin.status()
                 priorities = {p.function: p for p in admin.priority_status()}
         except IslandoraJobError as exc:
-            entry["error"] = str(exc)
+            entry.update(up=False, error=str(exc))
             report.append(entry)
             continue
         for status in statuses:
@@ -225,6 +278,7 @@ def _collect_status(servers: list[ServerAddress]) -> list[dict[str, Any]]:
                 "running": status.running,
                 "waiting": status.waiting,
                 "workers": status.workers,
+                "no_worker": status.total > 0 and status.workers == 0,
             }
             if (priority := priorities.get(status.function)) is not None:
                 row.update(high=priority.high, normal=priority.normal, low=priority.low)
@@ -234,11 +288,11 @@ def _collect_status(servers: list[ServerAddress]) -> list[dict[str, Any]]:
 
 
 def _render_status(report: list[dict[str, Any]], out: TextIO) -> None:
-    headers = ("SERVER", "FUNCTION", "WAITING", "RUNNING", "WORKERS", "HIGH", "NORMAL", "LOW")
+    headers = ("SERVER", "FUNCTION", "WAITING", "RUNNING", "WORKERS", "HIGH", "NORMAL", "LOW", "NOTE")
     rows: list[tuple[str, ...]] = []
     for entry in report:
         if entry["error"]:
-            rows.append((entry["server"], f"(unreachable: {entry['error']})", "", "", "", "", "", ""))
+            rows.append((entry["server"], f"(unreachable: {entry['error']})", "", "", "", "", "", "", SERVER_DOWN))
             continue
         for f in entry["functions"]:
             rows.append(
@@ -251,6 +305,7 @@ def _render_status(report: list[dict[str, Any]], out: TextIO) -> None:
                     str(f.get("high", "")),
                     str(f.get("normal", "")),
                     str(f.get("low", "")),
+                    NO_WORKER if f["no_worker"] else "",
                 )
             )
     _table(headers, rows, out)
@@ -282,6 +337,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             sys.stdout.flush()
             time.sleep(args.interval)
     except KeyboardInterrupt:
+        return exit_codes.OK
+    except OutputFailed as exc:
+        if not isinstance(exc.__cause__, BrokenPipeError):
+            raise
+        silence_stdout()  # the reader had enough (status --watch | head): the normal end of a watch
         return exit_codes.OK
 
 
@@ -359,7 +419,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
             _error(str(exc))
             reachable -= 1
             continue
-        print(f"cancelled {escape_controls(args.handle)} on {address}")
+        print(f"marked {escape_controls(args.handle)} cancelled on {address}: {CANCEL_NOTE}")
         return exit_codes.OK
     if reachable == 0:
         return exit_codes.UNREACHABLE

@@ -19,8 +19,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn, TextIO, cast
 
 from islandora_job import __version__, exit_codes
-from islandora_job.cli import jobs, queue, worker
-from islandora_job.cli.output import OutputFailed
+from islandora_job.cli import clear, exporter, jobs, php_runner, queue, worker
+from islandora_job.cli.output import OutputFailed, silence_stdout
 from islandora_job.errors import ConfigError
 from islandora_job.logsetup import escape_controls
 from islandora_job.worker.deadletters import DeadLetterStoreError
@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.register(commands)
     worker.register(commands)
     queue.register(commands)
+    php_runner.register(commands)
+    exporter.register(commands)
+    clear.register(commands)
     return parser
 
 
@@ -117,14 +120,6 @@ def _complain(message: str) -> None:
         print(f"islandora-job: {message}", file=sys.stderr)
 
 
-def _silence_stdout() -> None:
-    """After a failed write, point fd 1 at /dev/null so that the interpreter's own flush at exit stays quiet."""
-    with contextlib.suppress(OSError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.close(devnull)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     with _escaped_output():
         parser = build_parser()
@@ -132,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(argv)  # argparse exits 2 with the usage line on bad arguments
         except OutputFailed as exc:  # --help or --version into a closed or full stdout
             _complain(str(exc))
-            _silence_stdout()
+            silence_stdout()
             return exit_codes.OUTPUT_FAILED
         try:
             code = int(args.handler(args))
@@ -140,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return code
         except OutputFailed as exc:
             _complain(str(exc))
-            _silence_stdout()
+            silence_stdout()
             return exit_codes.OUTPUT_FAILED
         except (ConfigError, DeadLetterStoreError) as exc:
             _complain(str(exc))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 
 from islandora_job.errors import IslandoraJobError
@@ -31,3 +33,11 @@ def write_result(data: bytes) -> None:
         stream.flush()
     except OSError as exc:
         raise OutputFailed(f"cannot write to stdout: {exc}") from exc
+
+
+def silence_stdout() -> None:
+    """After a failed write, point fd 1 at /dev/null so that the interpreter's own flush at exit stays quiet."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)

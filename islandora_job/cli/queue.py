@@ -96,8 +96,9 @@ def _error(message: str) -> None:
 class ProgressReport:
     """A bar redrawn in place on a terminal; elsewhere (logs, Ansible) a plain line every few seconds."""
 
-    def __init__(self, out: TextIO, total: int, *, interval: float = 5.0) -> None:
+    def __init__(self, out: TextIO, total: int, *, interval: float = 5.0, verb: str = "moved") -> None:
         self.out = out
+        self.verb = verb
         # A bar redrawn in place needs its carriage return; the escaping wrapper of the CLI would print it as "\\r".
         # Function names come from the network, so they are escaped here instead.
         self.bar_out: TextIO = getattr(out, "raw_stream", None) or out
@@ -131,7 +132,7 @@ class ProgressReport:
         elif done or now - self.last_line >= self.interval:
             name = escape_controls(function)
             self.out.write(
-                f"{name}: {moved}/{expected} moved ({moved_in_all}/{self.total} in all, {rate:.0f}/s)"
+                f"{name}: {moved}/{expected} {self.verb} ({moved_in_all}/{self.total} in all, {rate:.0f}/s)"
                 + (", done\n" if done else "\n")
             )
             self.last_line = now

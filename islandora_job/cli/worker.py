@@ -120,7 +120,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     metrics = None
     server = None
     if config.metrics.listen:
-        metrics = PoolMetrics()
+        metrics = PoolMetrics(dead_letters=DeadLetterStore.from_config(config.dead_letters))
         server = serve(metrics, config.metrics.listen)
     try:
         return Supervisor(config, reload=load, notifier=Notifier.from_environment(), metrics=metrics).run()
@@ -142,7 +142,7 @@ def cmd_list_jobs(args: argparse.Namespace) -> int:
             {
                 "name": spec.name,
                 "alias": spec.alias,
-                "functions": spec.functions(config.multisite_prefixes),
+                "functions": built.registry.functions_of(spec.name),
                 "payload": spec.payload,
                 "timeout": spec.timeout if spec.timeout is not None else config.pool.default_timeout,
                 "retries": spec.retries,

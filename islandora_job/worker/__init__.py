@@ -12,6 +12,8 @@ path through these modules, and tests/unit/test_layering.py checks the rule.
 - :mod:`~islandora_job.worker.router`, :mod:`~islandora_job.worker.registry`, :mod:`~islandora_job.worker.context`:
   from an assignment to a Python job's call and back to an outcome.
 - :mod:`~islandora_job.worker.bridge`: command jobs (drush and other programs) run as a process group.
+- :mod:`~islandora_job.worker.persistent` and :mod:`~islandora_job.worker.runner_protocol`: the persistent PHP
+  runner (``persistent = true`` entries, ``islandora_job/php/runner.php``), and its socket-free framing.
 - :mod:`~islandora_job.worker.config`, :mod:`~islandora_job.worker.runtime`: worker.toml, and what it builds.
 - :mod:`~islandora_job.worker.deadlines`, :mod:`~islandora_job.worker.deadletters`,
   :mod:`~islandora_job.worker.metrics`, :mod:`~islandora_job.worker.sdnotify`: the supervisor's watch on a hung

@@ -22,12 +22,13 @@ import contextlib
 import logging
 import os
 import re
+import select
 import selectors
 import signal
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from islandora_job.errors import IslandoraJobError
 from islandora_job.payload import Payload
@@ -44,6 +45,8 @@ MAX_UID_DIGITS = 10
 _UID_TEXT = re.compile(rf"[0-9]{{1,{MAX_UID_DIGITS}}}", re.ASCII)
 #: Process groups of the commands running now in this process (one per thread that runs a command).
 _RUNNING_GROUPS: set[int] = set()
+#: Back to their default in a command, as ``subprocess`` does (Python ignores SIGPIPE and SIGXFSZ).
+_DEFAULT_SIGNALS: Final = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 class BridgeRefused(IslandoraJobError):
@@ -69,7 +72,15 @@ class CommandJob:
 
     def argv(self, payload: Payload | None) -> list[str]:
         """The command line for a payload: ``{site}``/``{uid}`` filled in after validation."""
-        argv = list(self.config.argv)
+        site, uid = self.allowed(payload)
+        return [_fill(arg, site, uid) for arg in self.config.argv]
+
+    def allowed(self, payload: Payload | None) -> tuple[str | None, int | None]:
+        """The payload's site and uid when the entry needs them, checked against its allowlists.
+
+        Raises :class:`BridgeRefused` when the payload may not run here: before anything is started.
+        """
+        argv = self.config.argv
         wants_site = any("{site}" in arg for arg in argv)
         wants_uid = any("{uid}" in arg for arg in argv)
         site: str | None = None
@@ -91,7 +102,7 @@ class CommandJob:
                 raise BridgeRefused(f"uid {shown!r} is not a user id ({expected})")
             if uid not in self.config.allowed_uids:
                 raise BridgeRefused(f"uid {uid} is not in allowed_uids")
-        return [_fill(arg, site, uid) for arg in argv]
+        return site, uid
 
     def run(self, assignment: Assignment, payload: Payload | None) -> Outcome:
         try:
@@ -145,28 +156,95 @@ def _fill(arg: str, site: str | None, uid: int | None) -> str:
     return arg
 
 
+def spawn_in_session(argv: Sequence[str], fds: Sequence[tuple[int, int]]) -> int:
+    """Start ``argv`` (a bare name looked up on PATH) as the leader of a new session; returns its pid.
+
+    ``fds``: (our fd, the child's fd) pairs, put in place in the child; nothing else is inherited (every fd this
+    process opens is close-on-exec). ``posix_spawn`` rather than ``subprocess.Popen``: Popen with
+    ``start_new_session`` costs about twice as much per start here (docs/benchmarks.md, the runner section), which
+    is most of the per-job bridge's overhead over ``gearman -w``. A failed exec raises OSError, as Popen does.
+    """
+    actions = [(os.POSIX_SPAWN_DUP2, ours, theirs) for ours, theirs in fds]
+    spawn = os.posix_spawnp if "/" not in argv[0] else os.posix_spawn
+    return spawn(argv[0], list(argv), os.environ, file_actions=actions, setsid=True, setsigdef=_DEFAULT_SIGNALS)
+
+
 def run_command(argv: Sequence[str], stdin: bytes, timeout: float, max_output: int) -> Completed:
     """Run argv in its own session, feeding stdin and collecting output, within ``timeout`` seconds."""
-    process = subprocess.Popen(
-        list(argv),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # its own process group, so we can kill everything it starts
-        close_fds=True,
-    )
-    _RUNNING_GROUPS.add(process.pid)
+    ends = [os.pipe() for _ in range(3)]
+    try:
+        # Its own session and process group, so we can kill everything it starts.
+        pid = spawn_in_session(argv, [(ends[0][0], 0), (ends[1][1], 1), (ends[2][1], 2)])
+    except BaseException:
+        for fd in (ends[0][1], ends[1][0], ends[2][0]):
+            os.close(fd)
+        raise
+    finally:
+        for fd in (ends[0][0], ends[1][1], ends[2][1]):
+            os.close(fd)
+    process = _Spawned(pid, ends[0][1], ends[1][0], ends[2][0])
+    _RUNNING_GROUPS.add(pid)
     try:
         return _collect(process, stdin, timeout, max_output)
     except BaseException:
-        _kill_group(process)  # an error here must not leave the command running
-        _RUNNING_GROUPS.discard(process.pid)
-        process.wait()
+        _kill_group(pid)  # an error here must not leave the command running
+        _RUNNING_GROUPS.discard(pid)
+        process.wait(None)
         raise
+    finally:
+        process.close()
 
 
-def _collect(process: subprocess.Popen[bytes], stdin: bytes, timeout: float, max_output: int) -> Completed:
-    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+class _Spawned:
+    """A command started by :func:`run_command`: its pid and our ends of its stdin, stdout and stderr."""
+
+    def __init__(self, pid: int, stdin: int, stdout: int, stderr: int) -> None:
+        self.pid, self.stdin, self.stdout, self.stderr = pid, stdin, stdout, stderr
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None) -> int | None:
+        """The exit code, or None if it still runs after ``timeout`` seconds (None: wait as long as it takes)."""
+        if timeout is None:
+            if self.returncode is None:
+                self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+            return self.returncode
+        if self.poll() is not None:
+            return self.returncode
+        try:
+            pidfd = os.pidfd_open(self.pid)  # readable once it has exited: no sleeping in steps
+        except OSError:
+            pidfd = -1
+        end = time.monotonic() + timeout
+        try:
+            while self.poll() is None:
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    return None
+                if pidfd >= 0:
+                    select.select([pidfd], [], [], remaining)
+                else:
+                    time.sleep(min(0.01, remaining))
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
+        return self.returncode
+
+    def close(self) -> None:
+        for fd in (self.stdin, self.stdout, self.stderr):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.stdin = self.stdout = self.stderr = -1
+
+
+def _collect(process: _Spawned, stdin: bytes, timeout: float, max_output: int) -> Completed:
     deadline = time.monotonic() + timeout
     stdout = bytearray()
     stderr = bytearray()
@@ -174,12 +252,13 @@ def _collect(process: subprocess.Popen[bytes], stdin: bytes, timeout: float, max
     pending = memoryview(stdin)
     exited_at: float | None = None
     with selectors.DefaultSelector() as selector:
-        for stream in (process.stdin, process.stdout, process.stderr):
-            os.set_blocking(stream.fileno(), False)
+        for fd in (process.stdin, process.stdout, process.stderr):
+            os.set_blocking(fd, False)
         if pending:
             selector.register(process.stdin, selectors.EVENT_WRITE)
         else:
-            process.stdin.close()
+            os.close(process.stdin)
+            process.stdin = -1
         selector.register(process.stdout, selectors.EVENT_READ)
         selector.register(process.stderr, selectors.EVENT_READ)
         while selector.get_map():
@@ -193,21 +272,22 @@ def _collect(process: subprocess.Popen[bytes], stdin: bytes, timeout: float, max
                 break  # the command is gone; something it left behind holds the pipes
             wait = deadline - now if exited_at is None else min(deadline - now, PIPE_GRACE)
             for key, _ in selector.select(min(wait, 0.5)):
-                if key.fileobj is process.stdin:
+                if key.fd == process.stdin:
                     try:
-                        written = os.write(process.stdin.fileno(), pending[:65536])
+                        written = os.write(process.stdin, pending[:65536])
                     except BrokenPipeError:
                         written = len(pending)
                     pending = pending[written:]
                     if not pending:
                         selector.unregister(process.stdin)
-                        process.stdin.close()
+                        os.close(process.stdin)
+                        process.stdin = -1
                     continue
                 chunk = os.read(key.fd, 65536)
                 if not chunk:
-                    selector.unregister(key.fileobj)
+                    selector.unregister(key.fd)
                     continue
-                if key.fileobj is process.stdout:
+                if key.fd == process.stdout:
                     room = max_output - len(stdout)
                     if len(chunk) > room:
                         truncated = True
@@ -215,17 +295,11 @@ def _collect(process: subprocess.Popen[bytes], stdin: bytes, timeout: float, max
                 else:
                     stderr += chunk
                     del stderr[:-STDERR_TAIL]
-    if not timed_out:
-        try:
-            process.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            timed_out = True  # it closed its output but kept running
-    _kill_group(process)  # whatever is left of its process group goes too
+    if not timed_out and process.wait(max(0.0, deadline - time.monotonic())) is None:
+        timed_out = True  # it closed its output but kept running
+    _kill_group(process.pid)  # whatever is left of its process group goes too
     _RUNNING_GROUPS.discard(process.pid)  # before the reap, after which the id may name another group
-    returncode = process.wait()
-    for stream in (process.stdin, process.stdout, process.stderr):
-        with contextlib.suppress(OSError):
-            stream.close()
+    returncode = process.wait(None)
     return Completed(
         returncode=None if timed_out else returncode,
         stdout=bytes(stdout),
@@ -235,9 +309,9 @@ def _collect(process: subprocess.Popen[bytes], stdin: bytes, timeout: float, max
     )
 
 
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
+def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def kill_command_groups() -> int:
@@ -268,9 +342,14 @@ def discover_names(argv: Sequence[str], timeout: float = 60.0) -> list[str]:
 
 
 def command_jobs(configs: Sequence[CommandJobConfig]) -> dict[str, CommandJob]:
-    """One bridge job per function name of every entry."""
+    """One bridge job per function name of every entry; the names of a ``persistent`` entry share one runner
+    (:mod:`islandora_job.worker.persistent`), which is not started here (``list-jobs`` and ``check-config`` build
+    these too): the worker process calls :func:`~islandora_job.worker.persistent.start_runners`."""
+    from islandora_job.worker.persistent import PersistentJob, PersistentRunner  # it imports this module
+
     jobs: dict[str, CommandJob] = {}
     for entry in configs:
+        runner = PersistentRunner(entry) if entry.persistent else None
         for name in entry.names:
-            jobs[name] = CommandJob(name, entry)
+            jobs[name] = CommandJob(name, entry) if runner is None else PersistentJob(name, entry, runner)
     return jobs

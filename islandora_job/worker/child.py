@@ -43,6 +43,7 @@ from islandora_job.worker.deadletters import DeadLetterStore
 from islandora_job.worker.deadlines import DeadlineSlot
 from islandora_job.worker.drupal_status import from_config as drupal_status_table
 from islandora_job.worker.metrics import JobStats
+from islandora_job.worker.persistent import start_runners
 from islandora_job.worker.process import FailureRecorder, Worker
 from islandora_job.worker.router import Assignment, Outcome
 
@@ -180,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return exit_codes.USAGE
+    start_runners(built.bridge)  # persistent PHP runners bootstrap before this process registers
     store = DeadLetterStore.from_config(config.dead_letters) if config.dead_letters.path else None
     worker = Worker(
         config.servers,

@@ -166,6 +166,11 @@ class CommandJobConfig:
     max_output_bytes: int = setting(1024 * 1024, minimum=1)
     #: A command printing more function names (e.g. ``drush islandora-job-list-functions``), run at start-up.
     discover_argv: tuple[str, ...] = ()
+    #: The persistent PHP runner (``islandora-job php-runner``): argv started once per worker process, not per job;
+    #: replaced after ``max_jobs`` jobs or once its RSS passes ``max_rss_mb`` (worker/persistent.py).
+    persistent: bool = setting(False)
+    max_jobs: int = setting(500, minimum=1)
+    max_rss_mb: int = setting(512, minimum=1)
     #: Whether the worker keeps the Drupal status table ([drupal]) for this command's jobs. Off: a command (the
     #: drush router, a persistent runner under drush) keeps the table itself, and a row has one writer.
     status_table: bool = setting(False)
@@ -544,6 +549,8 @@ def _command_jobs(top: _Table, check_commands: bool) -> tuple[CommandJobConfig, 
             table.fail("allowed_sites", "argv uses {site}, so allowed_sites must list the sites")
         if any("{uid}" in arg for arg in argv) and not uids:
             table.fail("allowed_uids", "argv uses {uid}, so allowed_uids must list the user ids")
+        if table.data.get("persistent") is True and any(_PLACEHOLDER.search(arg) for arg in argv):
+            table.fail("argv", "a persistent runner is started once, not per job: no {site} or {uid} in its argv")
         jobs.append(
             CommandJobConfig(
                 names=tuple(dict.fromkeys(names)),

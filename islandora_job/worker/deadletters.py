@@ -362,6 +362,16 @@ class DeadLetterStore:
         query += " ORDER BY id DESC LIMIT ?"
         return self._select(query, (*params, limit))
 
+    def counts(self) -> dict[str, int]:
+        """Dead letters not requeued, per function: read-only, never creating the store (as :meth:`list`)."""
+        if not os.path.exists(self.path):
+            return {}
+        query = "SELECT function, count(*) FROM dead_letters WHERE requeued_at IS NULL GROUP BY function"
+        try:
+            return {str(function): int(n) for function, n in self._read(query, ())}
+        except _NoTable:
+            return {}
+
     def get(self, letter_id: int) -> DeadLetter | None:
         letters = self._select(f"SELECT {COLUMNS} FROM dead_letters WHERE id = ?", (letter_id,))
         return letters[0] if letters else None

@@ -14,13 +14,52 @@ written. A child that crashes loses at most its last second of counts.
 from __future__ import annotations
 
 import bisect
+import logging
+import os
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from islandora_job.address import ServerAddress
 from islandora_job.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class DeadLetterCounts(Protocol):
+    """What the metrics need of the dead-letter store (:class:`~islandora_job.worker.deadletters.DeadLetterStore`,
+    which imports this module and so is not imported here)."""
+
+    path: str
+
+    def counts(self) -> Mapping[str, int]: ...
+
+
+class CountsWhenChanged:
+    """A store's counts, read again only when its file or its write-ahead log changed (a stat per call): a scrape
+    does not scan a large store for nothing, and a new letter shows at the next scrape. Read errors propagate."""
+
+    def __init__(self, store: DeadLetterCounts) -> None:
+        self.store = store
+        self._last: tuple[tuple[tuple[int, int], ...], Mapping[str, int]] | None = None
+
+    def __call__(self) -> dict[str, int]:
+        seen = tuple(_stamp(self.store.path + suffix) for suffix in ("", "-wal"))
+        if self._last is None or self._last[0] != seen:
+            self._last = None
+            self._last = (seen, dict(self.store.counts()))
+        return dict(self._last[1])
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    """(modification time, size) of a file, zeros when absent: changes whenever sqlite writes it."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return (0, 0)
+    return (stat.st_mtime_ns, stat.st_size)
+
 
 #: Events counted anywhere in this process (:func:`count_event`), e.g. a dead letter that could not be written.
 #: A child sends them with every snapshot of its :class:`JobStats`, so they reach the supervisor's endpoint.
@@ -106,12 +145,24 @@ class JobStats:
 class PoolMetrics:
     """The supervisor's view: retired totals plus the latest snapshot and state of each live child."""
 
-    def __init__(self) -> None:
+    def __init__(self, dead_letters: DeadLetterCounts | None = None) -> None:
         self._lock = threading.Lock()  # the HTTP server thread reads while the supervisor loop writes
         self._retired = JobStats()
         self._live: dict[int, JobStats] = {}
         self._busy: dict[int, bool] = {}
         self.restarts: dict[str, int] = {}
+        #: This host's dead-letter store (each worker host has its own), counted for ``islandora_job_dead_letters``.
+        self._dead_letters = None if dead_letters is None else CountsWhenChanged(dead_letters)
+
+    def dead_letters(self) -> Mapping[str, int] | None:
+        """Dead letters per function; None without a store or when it cannot be read (logged)."""
+        if self._dead_letters is None:
+            return None
+        try:
+            return self._dead_letters()
+        except Exception as exc:  # a corrupt or unreadable store must not break the whole endpoint
+            log.warning("metrics: cannot count dead letters: %s", exc)
+            return None
 
     def update(self, pid: int, stats: JobStats, busy: bool) -> None:
         with self._lock:
@@ -179,6 +230,16 @@ class PoolMetrics:
             for reason, n in sorted(self.restarts.items()):
                 restarts.add_metric([reason], n)
         yield restarts
+        letters = self.dead_letters()
+        if letters is not None:
+            dead = GaugeMetricFamily(
+                "islandora_job_dead_letters",
+                "Dead letters in this host's store, not requeued, by function",
+                labels=["function"],
+            )
+            for function, n in sorted(letters.items()):
+                dead.add_metric([function], n)
+            yield dead
         for event, description in sorted({**dict.fromkeys(totals.events, ""), **EVENTS}.items()):
             counter = CounterMetricFamily(f"islandora_job_{event}", description or f"Events {event}")
             counter.add_metric([], totals.events.get(event, 0))

@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple, Protocol
 
-from islandora_job import exit_codes
+from islandora_job import exit_codes, logsetup
 from islandora_job.address import ServerAddress
 from islandora_job.codec import DEFAULT_MAX_PACKET, Command, encode
 from islandora_job.connection import describe_os_error
@@ -631,6 +631,17 @@ class Worker:
 
     def _log_outcome(self, done: _Done) -> None:
         name, assignment, outcome, seconds = done
+        facts = logsetup.fields(
+            f"job {outcome.status}",
+            job=name,
+            function=assignment.function,
+            handle=assignment.handle,
+            unique=assignment.unique,
+            outcome=outcome.status,
+            duration=round(seconds, 6),
+            attempts=outcome.attempts,
+            **({} if outcome.ok else {"reason": outcome.reason}),
+        )
         if outcome.ok:
             log.info(
                 "job %s handle=%s function=%s outcome=complete duration=%.3fs",
@@ -638,6 +649,7 @@ class Worker:
                 assignment.handle,
                 assignment.function,
                 seconds,
+                extra=facts,
             )
         else:
             log.warning(
@@ -649,6 +661,7 @@ class Worker:
                 seconds,
                 outcome.attempts,
                 outcome.reason,
+                extra=facts,
             )
 
     def _record(self, assignment: Assignment, name: str, outcome: Outcome, size: int | None = None) -> None:
@@ -674,6 +687,17 @@ class Worker:
             token.handle.decode("utf-8", "replace"),
             token.timeout,
             answered,
+            extra=logsetup.fields(
+                "job timeout",
+                job=token.name,
+                function=token.assignment.function,
+                handle=token.assignment.handle,
+                unique=token.assignment.unique,
+                outcome="timeout",
+                duration=token.timeout,
+                attempts=1,
+                reason=f"{reason}; {answered}",
+            ),
         )
         if self.record_failure is not None:
             self._record(token.assignment, token.name, Outcome.failure(reason, 1))

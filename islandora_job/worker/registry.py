@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -25,7 +26,9 @@ from islandora_job.errors import ConfigError
 from islandora_job.payload import PayloadError, function_name
 
 ENTRY_POINT_GROUP: Final = "islandora_job.jobs"
-PayloadKind = Literal["islandora", "raw"]
+log = logging.getLogger(__name__)
+PayloadKind = Literal["islandora", "raw", "any"]
+PAYLOAD_KINDS: Final = ("islandora", "raw", "any")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -47,6 +50,8 @@ class JobSpec:
     max_backoff: float = 60.0
     #: Where the job was declared, for error messages and ``list-jobs``: ``module.function (file:line)``.
     where: str = ""
+    #: A built-in job that a site's own job or command entry replaces on its functions (see :meth:`Registry.add`).
+    steps_aside: bool = False
 
     @property
     def module(self) -> str:
@@ -72,13 +77,17 @@ def job(
     retries: int = 0,
     min_backoff: float = 1.0,
     max_backoff: float = 60.0,
+    steps_aside: bool = False,
 ) -> Callable[[F], F]:
     """Declare a function as the job ``name``.
 
     ``alias`` is the Gearman function to serve instead of the name (the original module's alias);
     ``timeout`` overrides the pool's ``default_timeout`` (seconds); ``payload="raw"`` passes the job's bytes as the
-    only argument instead of decoding an islandora_job payload; ``retries`` failed attempts are retried in the
-    worker, waiting a capped exponential backoff from ``min_backoff`` to ``max_backoff`` seconds.
+    only argument instead of decoding an islandora_job payload, ``payload="any"`` passes the payload's args when the
+    bytes are an islandora_job payload for this job and the bytes otherwise (a job that must answer anything);
+    ``retries`` failed attempts are retried in the worker, waiting a capped exponential backoff from
+    ``min_backoff`` to ``max_backoff`` seconds. ``steps_aside`` is for the built-in jobs: another job or a command
+    entry on the same name or function replaces it instead of being refused as a duplicate.
     The function is returned unchanged, so it can still be called directly.
     """
     _check_name("name", name)
@@ -86,8 +95,8 @@ def job(
         _check_name("alias", alias)
     if timeout is not None and not timeout > 0:
         raise RegistryError(f"job {name!r}: timeout must be a positive number of seconds, not {timeout!r}")
-    if payload not in ("islandora", "raw"):
-        raise RegistryError(f"job {name!r}: payload must be 'islandora' or 'raw', not {payload!r}")
+    if payload not in PAYLOAD_KINDS:
+        raise RegistryError(f"job {name!r}: payload must be one of {', '.join(PAYLOAD_KINDS)}, not {payload!r}")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise RegistryError(f"job {name!r}: retries must be a non-negative integer, not {retries!r}")
     if not 0 < min_backoff <= max_backoff:
@@ -106,6 +115,7 @@ def job(
             min_backoff=float(min_backoff),
             max_backoff=float(max_backoff),
             where=_where(fn),
+            steps_aside=steps_aside,
         )
         _DECLARED.append(spec)
         fn.__islandora_job__ = spec  # type: ignore[attr-defined]
@@ -146,28 +156,65 @@ class Registry:
         self._by_function: dict[str, Registered] = {}
 
     def add(self, spec: JobSpec, origin: str = "") -> None:
+        """Add a job; a second, different job under its name or on one of its functions is an error, unless one of
+        the two is a built-in that steps aside (``steps_aside``): then the other one serves, with an INFO line."""
         known = self._by_name.get(spec.name)
-        if known is not None:
-            if known.spec is spec:
-                return
-            raise RegistryError(
-                f"job {spec.name!r} is declared twice: {known.spec.where} [{known.origin}] and {spec.where} [{origin}]"
-            )
+        if known is not None and known.spec is spec:
+            return
         try:
             functions = spec.functions(self.multisite_prefixes)
         except PayloadError as exc:
             raise RegistryError(f"job {spec.name!r}: {exc}") from exc
-        entry = Registered(spec, origin)
+        # Each job already here that clashes with this one: by name (no function), or on a function.
+        clashes: list[tuple[Registered, str | None]] = [(known, None)] if known is not None else []
         for function in functions:
             other = self._by_function.get(function)
-            if other is not None:
+            if other is not None and all(other is not rival for rival, _ in clashes):
+                clashes.append((other, function))
+        for rival, clash in clashes:
+            if spec.steps_aside and not rival.spec.steps_aside:
+                log.info("built-in job %r steps aside: job %r (%s) serves it", spec.name, rival.spec.name, rival.origin)
+                return
+            if rival.spec.steps_aside and not spec.steps_aside:
+                log.info("built-in job %r steps aside: job %r (%s) serves it", rival.spec.name, spec.name, origin)
+                self._drop(rival.spec.name)
+            elif clash is None:
                 raise RegistryError(
-                    f"Gearman function {function!r} is served by two jobs: {other.spec.name!r} "
-                    f"({other.spec.where}) and {spec.name!r} ({spec.where})"
+                    f"job {spec.name!r} is declared twice: {rival.spec.where} [{rival.origin}] and "
+                    f"{spec.where} [{origin}]"
                 )
+            else:
+                raise RegistryError(
+                    f"Gearman function {clash!r} is served by two jobs: {rival.spec.name!r} "
+                    f"({rival.spec.where}) and {spec.name!r} ({spec.where})"
+                )
+        entry = Registered(spec, origin)
         self._by_name[spec.name] = entry
         for function in functions:
             self._by_function[function] = entry
+
+    def withdraw(self, function: str, by: str) -> bool:
+        """A command entry (``by``) serves ``function``: a built-in job on it steps aside from that function (and
+        leaves when it has none left), with an INFO line. False when a job that does not step aside serves it."""
+        entry = self._by_function.get(function)
+        if entry is None:
+            return True
+        if not entry.spec.steps_aside:
+            return False
+        log.info("built-in job %r steps aside from Gearman function %r: %s serves it", entry.spec.name, function, by)
+        del self._by_function[function]
+        if not self.functions_of(entry.spec.name):
+            del self._by_name[entry.spec.name]
+        return True
+
+    def _drop(self, name: str) -> None:
+        entry = self._by_name.pop(name)
+        for function in [f for f, other in self._by_function.items() if other is entry]:
+            del self._by_function[function]
+
+    def functions_of(self, name: str) -> list[str]:
+        """The Gearman functions the job ``name`` serves here (fewer than its declared ones once it stepped aside)."""
+        return [function for function, entry in self._by_function.items() if entry.spec.name == name]
 
     def __iter__(self) -> Iterator[Registered]:
         return iter(self._by_name.values())

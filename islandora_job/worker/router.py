@@ -4,7 +4,8 @@ What the original drush ``islandora-job-router`` did for each job, without a boo
 find the job (by name, alias or multisite-prefixed function), call it with the payload's ``args`` as positional
 arguments, and turn what happened into one of three outcomes, each sent by the worker as one packet:
 
-* ``complete``: the return value as bytes (str → UTF-8, bytes as is, None → empty, anything else → JSON);
+* ``complete``: the return value as bytes: None, booleans and numbers as PHP's ``echo`` prints them (True → ``1``,
+  False and None → empty), str → UTF-8, bytes as is, anything else → JSON;
 * ``exception``: the reason as text; the worker sends WORK_EXCEPTION, which gearmand delivers as such to clients
   that asked for exceptions and as WORK_FAIL to the others: one packet, never both;
 * ``fail``: a plain WORK_FAIL, when the job raises :class:`Fail` (the original's "non-zero exit").
@@ -31,6 +32,7 @@ from typing import Any, Literal, Protocol
 
 from islandora_job.backoff import Backoff
 from islandora_job.payload import DEFAULT_SITE, Payload, PayloadError, decode
+from islandora_job.worker import php_echo
 from islandora_job.worker.context import JobContext, NullReporter, Reporter, running
 from islandora_job.worker.registry import JobSpec, Registry
 
@@ -134,6 +136,8 @@ class Router:
         spec = self.registry.by_function(assignment.function)
         if spec is not None and spec.payload == "raw":
             return self._prepared(assignment, spec, None)
+        if spec is not None and spec.payload == "any":
+            return self._prepared(assignment, spec, self._own_payload(assignment.data, spec))
         try:
             payload = decode(assignment.data)
         except PayloadError as exc:
@@ -153,6 +157,15 @@ class Router:
     def _prepared(self, assignment: Assignment, spec: JobSpec, payload: Payload | None) -> Prepared:
         timeout = spec.timeout if spec.timeout is not None else self.default_timeout
         return Prepared(assignment, spec.name, timeout, spec.retries, spec=spec, payload=payload)
+
+    def _own_payload(self, data: bytes, spec: JobSpec) -> Payload | None:
+        """For a ``payload="any"`` job: the islandora_job payload when the bytes are one naming this job, else None
+        (the job gets the bytes): such a job answers whatever it is sent."""
+        try:
+            payload = decode(data)
+        except PayloadError:
+            return None
+        return payload if self._resolve(payload) is spec else None
 
     def _resolve(self, payload: Payload) -> JobSpec | None:
         """``func`` is the job's name (the original module sends the un-aliased name); accept its alias and a
@@ -241,9 +254,10 @@ class Router:
 
 
 def to_bytes(value: object) -> bytes:
-    """A job's return value as the bytes of WORK_COMPLETE."""
-    if value is None:
-        return b""
+    """A job's return value as the bytes of WORK_COMPLETE: scalars as PHP's ``echo`` prints them (what the drush
+    router sent), text as UTF-8, bytes as they are, lists and dicts as JSON (where PHP would print ``Array``)."""
+    if value is None or isinstance(value, bool | int | float):
+        return php_echo.echo(value)
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
     if isinstance(value, str):

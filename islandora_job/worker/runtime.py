@@ -31,7 +31,7 @@ class Runtime:
         for name in only:
             spec = self.registry.get(name)
             if spec is not None:
-                chosen += spec.functions(self.registry.multisite_prefixes)
+                chosen += self.registry.functions_of(name)
             elif name in every:
                 chosen.append(name)
             else:
@@ -61,7 +61,7 @@ def build(config: WorkerConfig) -> Runtime:
     bridge = command_jobs(config.command_jobs)
     for function in bridge:
         spec = registry.by_function(function)
-        if spec is not None:
+        if spec is not None and not registry.withdraw(function, "a command_jobs entry"):  # a built-in steps aside
             raise ConfigError(
                 f"{config.source}: command_jobs: function {function!r} is also served by job {spec.name!r} "
                 f"({spec.where})"

@@ -521,6 +521,11 @@ def test_preflight_accepts_a_working_queue_and_refuses_bad_credentials(
     assert refused.returncode == 1, refused.stdout
     assert "WRONGPASS" in refused.stdout and "WRONGPASS" in log.read_text()
     assert "wrong-password" not in refused.stdout, "the check must not print the password"
+    missing = tmp_path / "none.conf"
+    missing.write_text("")  # the password forgotten: gearmand itself starts and answers without it
+    refused = run([*check, "--config-file", str(missing)])
+    assert refused.returncode == 1, refused.stdout
+    assert "requires a password and none is configured (gearman_server_redis_password)" in refused.stdout
 
 
 def test_preflight_refuses_an_unusable_sqlite_path(rendered: dict[str, Path], tmp_path: Path) -> None:

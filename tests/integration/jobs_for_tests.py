@@ -101,3 +101,9 @@ def segfault(marker: str) -> None:
     if not os.path.exists(marker):
         Path(marker).write_text("crashed once\n")
         os.kill(os.getpid(), signal.SIGSEGV)
+
+
+@job("t.scalar")
+def scalar(kind: str) -> object:
+    """A scalar result by name, for the PHP echo rules seen from PHP (issue 11)."""
+    return {"true": True, "false": False, "none": None, "int": -7, "float": 1e20, "tiny": 0.00001}[kind]

@@ -48,11 +48,12 @@ def full() -> Figures:
             fg=[10000, 11000, 12000],
             bg=[20000, 21000, 19000],
             latency=[0.0001 * i for i in range(1, 101)],
+            cpu=[0.00004, 0.00005, 0.00006],
         ),
         Contender("raw2", "raw socket worker, 2 processes", "raw2", 2, fg=[15000, 16000, 17000], bg=[30000.5],
                   latency=[0.0002, 0.0003]),
         Contender("ij1", "islandora-job worker, 1 process", "ij1_nop", 1, fg=[7000, 7100, 6900], bg=[9000, 9100],
-                  latency=[0.0004, 0.0005, 0.0009]),
+                  latency=[0.0004, 0.0005, 0.0009], cpu=[0.0001, 0.00012, 0.00011]),
         Contender("ijN", "islandora-job worker, 4 processes", "ijN_nop", 4, fg=[13000, 12500], bg=[18000],
                   latency=[0.0003]),
         Contender("ij1w", "islandora-job worker, 1 process, logging WARNING", "ij1w_nop", 1, fg=[7500], bg=[9500],
@@ -126,3 +127,18 @@ def test_only_the_generated_section_is_replaced(tmp_path: Path) -> None:
     assert text.startswith("# Benchmarks\n\nprose before\n\n" + BEGIN)
     assert text.endswith(END + "\n\nprose after\n")
     assert "old figures" not in text and "redis | 40,000" in text
+
+
+def test_a_baseline_worker_is_compared_round_by_round() -> None:
+    fig = full()
+    assert "--baseline" not in render(fig)
+    fig.dispatch.append(
+        Contender("ij1base", "islandora-job worker, 1 process, baseline abc123", "ij1base_nop", 1,
+                  fg=[7000, 7100, 7200], bg=[9000, 9000], latency=[0.0004, 0.0004, 0.0008],
+                  cpu=[0.0001, 0.0001, 0.0001])
+    )  # fmt: skip
+    text = render(fig)
+    # ours 7000/7100/6900 against 7000/7100/7200: per-round ratios 1, 1, 0.958..., median 1.000
+    assert "Against the islandora-job worker, 1 process, baseline abc123 (`--baseline`)" in text
+    assert "median of the 3 per-round ratios: foreground x1.000, background x1.006, worker CPU per job x1.100" in text
+    assert "round-trip p50 x1.250 (above 1: slower)" in text

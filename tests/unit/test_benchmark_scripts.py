@@ -25,3 +25,25 @@ def test_benchmark_script_imports(name: str) -> None:
         "figures",
         "charts",
     }, name
+
+
+def test_a_process_trees_cpu_counts_live_and_reaped_descendants() -> None:
+    """The dispatch benchmark's CPU per job: a child that burned CPU and was reaped counts through its parent's
+    ``cutime``, a live grandchild through its own entry, and nothing twice."""
+    import subprocess
+    import sys
+    import time
+
+    from benchmarks.common import tree_cpu_seconds
+
+    burn = f"{sys.executable} -c 'import time; end = time.process_time() + 0.3\nwhile time.process_time() < end: pass'"
+    root = subprocess.Popen(["sh", "-c", f"{burn}; {burn} & sleep 30"])
+    try:
+        deadline = time.monotonic() + 20
+        while tree_cpu_seconds([root.pid]) < 0.55 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        counted = tree_cpu_seconds([root.pid])
+        assert 0.55 <= counted < 1.0  # two burners of 0.3 s each (clock ticks of 10 ms), not three
+    finally:
+        root.kill()
+        root.wait()

@@ -70,6 +70,15 @@ def test_bad_payloads_say_what_is_wrong(data: bytes, message: str) -> None:
         decode(data)
 
 
+def test_one_trailing_nul_is_tolerated_as_a_node_client_sends_it() -> None:
+    document = b'{"func": "f", "args": [1], "site": null, "uid": null}'
+    assert decode(document + b"\0") == decode(document) == Payload("f", (1,))
+    with pytest.raises(PayloadError, match="not JSON"):
+        decode(document + b"\0\0")  # one, as a C string ends; more is not a payload
+    with pytest.raises(PayloadError, match="not JSON"):
+        decode(b"\0")
+
+
 def test_unserialisable_arguments_are_refused_before_sending() -> None:
     with pytest.raises(PayloadError, match="not JSON-serialisable"):
         Payload("f", (object(),)).encode()
@@ -122,3 +131,10 @@ def test_unique_key_limit_is_gearmand_s() -> None:
 )
 def test_cli_arguments_are_json_when_valid(text: str, value: object) -> None:
     assert parse_cli_argument(text) == value
+
+
+@pytest.mark.parametrize("text", ['{"dsid":', "[1,", " \t{x}", "[", "{'a': 1}"])
+def test_a_cli_argument_that_starts_like_json_must_be_json(text: str) -> None:
+    with pytest.raises(PayloadError, match="looks like JSON but is not valid JSON"):
+        parse_cli_argument(text)
+    assert parse_cli_argument("a{b") == "a{b" and parse_cli_argument("}") == "}"  # only a leading { or [

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import types
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from islandora_job import job
-from islandora_job.worker.registry import Registry, RegistryError, discover, entry_point_modules, jobs_of
+from islandora_job.worker import runtime
+from islandora_job.worker.config import load
+from islandora_job.worker.registry import JobSpec, Registry, RegistryError, discover, entry_point_modules, jobs_of
 
 
 @pytest.fixture
@@ -122,3 +126,70 @@ def test_registry_lookup_by_function_includes_multisite_prefixes() -> None:
     registry.add(m.__islandora_job__, "test")  # type: ignore[attr-defined]
     assert registry.by_function("m_alias") is registry.by_function("siteA_m_alias") is registry.get("unit.m")
     assert registry.functions() == ["m_alias", "siteA_m_alias"]
+
+
+def _declared(name: str, **options: object) -> JobSpec:
+    return job(name, **options)(lambda *args: name).__islandora_job__  # type: ignore[arg-type,no-any-return]
+
+
+@pytest.mark.parametrize("builtin_first", [True, False])
+def test_a_builtin_steps_aside_for_a_site_job_on_its_name_or_function(
+    builtin_first: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    builtin = _declared("unit.beat", alias="ub", steps_aside=True)
+    for rival in (_declared("unit.beat"), _declared("unit.other", alias="ub")):
+        registry = Registry(multisite_prefixes=["s1"])
+        order = [(builtin, "builtin"), (rival, "site")] if builtin_first else [(rival, "site"), (builtin, "builtin")]
+        with caplog.at_level(logging.INFO, logger="islandora_job.worker.registry"):
+            for spec, origin in order:
+                registry.add(spec, origin)
+        assert [entry.spec for entry in registry] == [rival]
+        assert all(registry.by_function(f) is rival for f in registry.functions())
+        assert f"built-in job 'unit.beat' steps aside: job {rival.name!r}" in caplog.text
+
+
+def test_two_jobs_that_do_not_step_aside_are_still_refused() -> None:
+    registry = Registry()
+    registry.add(_declared("unit.x", alias="ux"), "a")
+    with pytest.raises(RegistryError, match="Gearman function 'ux' is served by two jobs"):
+        registry.add(_declared("unit.y", alias="ux"), "b")
+    with pytest.raises(RegistryError, match="declared twice"):
+        registry.add(_declared("unit.x"), "b")
+
+
+def test_a_builtin_withdraws_from_a_function_a_command_entry_serves(caplog: pytest.LogCaptureFixture) -> None:
+    registry = Registry(multisite_prefixes=["s1"])
+    registry.add(_declared("unit.hb", alias="uh", steps_aside=True), "builtin")
+    registry.add(_declared("unit.plain"), "site")
+    with caplog.at_level(logging.INFO, logger="islandora_job.worker.registry"):
+        assert registry.withdraw("s1_uh", "a command_jobs entry")
+    assert registry.functions_of("unit.hb") == ["uh"]  # still serves the functions no command entry took
+    assert "built-in job 'unit.hb' steps aside from Gearman function 's1_uh': a command_jobs entry" in caplog.text
+    assert registry.withdraw("uh", "a command_jobs entry") and "unit.hb" not in registry
+    assert not registry.withdraw("unit.plain", "a command_jobs entry")  # a site's job is a real conflict
+    assert registry.withdraw("nobody.serves.this", "a command_jobs entry")
+
+
+def test_the_builtin_heartbeat_is_the_modules_on_function_ijh() -> None:
+    registry = discover(use_entry_points=True)
+    heartbeat = registry.get("islandora_job_heartbeat")
+    assert heartbeat is not None and heartbeat.steps_aside and heartbeat.payload == "any"
+    assert registry.functions_of("islandora_job_heartbeat") == ["ijh"]
+    assert heartbeat.fn("ping", 1764750000) is True
+
+
+def test_a_command_entry_found_by_discover_argv_serves_ijh_and_the_builtin_steps_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a migrating site has: drush's islandora-job-list-functions prints ijh among its functions."""
+    lister = tmp_path / "list-functions"
+    lister.write_text("#!/bin/sh\nprintf 'islandora_derivatives\\nijh\\n'\n")
+    lister.chmod(0o755)
+    config_file = tmp_path / "worker.toml"
+    config_file.write_text(f"[[command_jobs]]\ndiscover_argv = ['{lister}']\nargv = ['/bin/cat']\n")
+    with caplog.at_level(logging.INFO, logger="islandora_job.worker.registry"):
+        built = runtime.build(runtime.run_discovery(load(str(config_file), environ={})))
+    assert "ijh" in built.bridge and "islandora_job_heartbeat" not in built.registry
+    assert built.router.functions().count("ijh") == 1
+    assert "built-in job 'islandora_job_heartbeat' steps aside from Gearman function 'ijh'" in caplog.text
+    assert built.registry.get("islandora_job.ping") is not None  # the other built-in is untouched

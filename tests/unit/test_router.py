@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from islandora_job import Fail, current_job
-from islandora_job.worker.registry import JobSpec, Registry, job
+from islandora_job.worker.registry import JobSpec, Registry, discover, job
 from islandora_job.worker.router import Assignment, Outcome, PlainHooks, Prepared, Router, to_bytes
 
 
@@ -58,11 +58,14 @@ def router() -> Router:
         _spec("r.bytes", lambda: b"\x00\xff"),
         _spec("r.text", lambda: "héllo"),
         _spec("r.dict", lambda: {"a": [1, 2]}),
+        _spec("r.true", lambda: True),
+        _spec("r.false", lambda: False),
+        _spec("r.float", lambda: 1e20),
         _spec("r.raise", lambda: 1 / 0),
         _spec("r.fail", lambda: (_ for _ in ()).throw(Fail("nope"))),
         _spec("r.exit", lambda: exit(4)),
         _spec("r.object", lambda: object()),
-        _spec("r.nan", lambda: float("nan")),
+        _spec("r.nan", lambda: [float("nan")]),
         _spec("r.context", _context_job, alias="r.ctx"),
         _spec("r.raw", lambda data: data[::-1], payload="raw"),
         _spec("r.flaky", _flaky, retries=2, min_backoff=0.001, max_backoff=0.002),
@@ -90,7 +93,15 @@ def _call(router: Router, func: str, *args: Any, **extra: Any) -> Outcome:
 
 @pytest.mark.parametrize(
     ("func", "expected"),
-    [("r.none", b""), ("r.bytes", b"\x00\xff"), ("r.text", "héllo".encode()), ("r.dict", b'{"a":[1,2]}')],
+    [
+        ("r.none", b""),
+        ("r.bytes", b"\x00\xff"),
+        ("r.text", "héllo".encode()),
+        ("r.dict", b'{"a":[1,2]}'),
+        ("r.true", b"1"),
+        ("r.false", b""),
+        ("r.float", b"1.0E+20"),
+    ],
 )
 def test_return_values_become_bytes(router: Router, func: str, expected: bytes) -> None:
     assert _call(router, func) == Outcome("complete", data=expected, attempts=1)
@@ -176,7 +187,7 @@ def test_retries_rearm_the_limit_and_back_off(router: Router) -> None:
 
 def test_to_bytes_refuses_what_json_cannot_say() -> None:
     with pytest.raises(ValueError):
-        to_bytes(float("inf"))
+        to_bytes({"x": float("inf")})  # a bare inf is PHP's INF (tests/integration/test_php_echo.py), not JSON
 
 
 json_values = st.recursive(
@@ -298,3 +309,48 @@ def test_a_value_whose_encoding_raises_is_a_job_failure() -> None:
     registry.add(_spec("r.weird", lambda: {"x": Weird(a=1)}), "test")
     outcome = _call(Router(registry), "r.weird")
     assert outcome.status == "exception" and outcome.attempts == 1
+
+
+def _args_back(*args: Any) -> str:
+    context = current_job()
+    return json.dumps([repr(a) if isinstance(a, bytes) else a for a in args] + [context.site])
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"", [repr(b""), None]),
+        (b"hello from gearman -f", [repr(b"hello from gearman -f"), None]),
+        (b"\x00\xff\x80", [repr(b"\x00\xff\x80"), None]),
+        (b'{"func": "r.any", "args": ["ping", 5], "site": "http://s"}', ["ping", 5, "http://s"]),
+        (b'{"func": "r.any", "args": [1]}\x00', [1, None]),
+        (b'{"func": "r.add", "args": [1, 2]}', [repr(b'{"func": "r.add", "args": [1, 2]}'), None]),
+        (b'{"func": "r.any"}', [repr(b'{"func": "r.any"}'), None]),
+    ],
+)
+def test_a_job_of_payload_any_answers_whatever_it_is_sent(data: bytes, expected: list[Any]) -> None:
+    """Its own islandora_job payload gives it the args (and site, uid), anything else the bytes: never a failure."""
+    registry = Registry()
+    registry.add(_spec("r.any", _args_back, payload="any"), "test")
+    registry.add(_spec("r.add", lambda *n: sum(n)), "test")
+    outcome = _run(Router(registry), "r.any", data)
+    assert outcome.ok and json.loads(outcome.data) == expected
+
+
+@pytest.mark.parametrize("data", [b"", b"plain text", b"\xff\x00", b"{", b'{"func": "x", "args": []}'])
+def test_the_builtin_ping_and_heartbeat_answer_any_payload(data: bytes) -> None:
+    registry = discover(["islandora_job.worker.builtin_jobs"], use_entry_points=False)
+    router = Router(registry)
+    assert _run(router, "islandora_job.ping", data) == Outcome("complete", data=b"pong", attempts=1)
+    assert _run(router, "ijh", data) == Outcome("complete", data=b"1", attempts=1)
+
+
+def test_the_heartbeat_goes_through_the_normal_job_path_with_its_payload() -> None:
+    """The module's submission: function ijh, func islandora_job_heartbeat, args ["ping", time()]."""
+    registry = discover(["islandora_job.worker.builtin_jobs"], use_entry_points=False)
+    data = b'{"func":"islandora_job_heartbeat","args":["ping",1764750000],"site":"http:\\/\\/localhost","uid":"1"}'
+    prepared = Router(registry).prepare(Assignment("ijh", "H:x:1", "u", data))
+    assert isinstance(prepared, Prepared) and prepared.spec is registry.get("islandora_job_heartbeat")
+    assert prepared.payload is not None and prepared.payload.args == ("ping", 1764750000)
+    assert prepared.payload.site == "http://localhost" and prepared.payload.uid == "1"
+    assert Router(registry).run(prepared, PlainHooks()) == Outcome("complete", data=b"1", attempts=1)
