@@ -151,6 +151,18 @@ def test_a_background_job_resubmitted_after_it_ran_is_queued_again(fresh: Stack)
     wait_for(lambda: fresh.ran("again") == 2, 10, message="the second background run")
 
 
+def test_the_module_heartbeat_served_by_the_built_in_job_leaves_no_row(fresh: Stack) -> None:
+    """The module's cron heartbeat (function ``ijh``, func ``islandora_job_heartbeat``, args ping and the time),
+    served by the worker's built-in job: its row goes as any Python job's, so cron does not pile them up."""
+    beat = {"mode": "bg", "job": "islandora_job_heartbeat", "function": "ijh", "args": ["ping", int(time.time())]}
+    (first,) = fresh.submit([beat])
+    assert first["outcome"] == "submitted"
+    wait_for(lambda: fresh.site.rows() == [], 10, message="the heartbeat's row deleted")
+    (foreground,) = fresh.submit([{**beat, "mode": "fg"}])
+    assert (foreground["outcome"], foreground["result"]) == ("submitted", "1")  # TRUE, echoed as PHP does
+    assert fresh.site.rows() == []
+
+
 def test_a_failed_background_job_leaves_its_row_as_error(fresh: Stack) -> None:
     (submitted,) = fresh.submit([fresh.job("bg", FAIL, "bg-fail")])
     assert submitted["outcome"] == "submitted"

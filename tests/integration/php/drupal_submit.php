@@ -1,7 +1,8 @@
 <?php
 // What the Drupal 7 module islandora_job does to submit a job (islandora_job_submit, _submit_background and
 // includes/db.inc), with PDO configured as Drupal 7 configures it, outside Drupal. One job per line of stdin:
-//   {"mode": "fg"|"bg", "job": NAME, "args": [...]}
+//   {"mode": "fg"|"bg", "job": NAME, "args": [...], "function": ALIAS (optional: the job's alias, as
+//   islandora_job_function_name() gives it)}
 // one JSON line per job on stdout: {"outcome": "deduped"|"submitted"|"failed", "result": ..., "code": N}.
 // The site comes from the environment (never the command line: the password): DRUPAL_DSN, DRUPAL_DB_USER,
 // DRUPAL_DB_PASSWORD, DRUPAL_TABLE, DRUPAL_BASE_URL, GEARMAN_PORT.
@@ -64,12 +65,13 @@ while (($line = fgets(STDIN)) !== FALSE) {
     continue;
   }
   $state_id = insert_job_status($payload);
+  $function = isset($job["function"]) ? $job["function"] : $job["job"];
   try {
     if ($job["mode"] == "fg") {
-      $result = $client->doNormal($job["job"], $payload);
+      $result = $client->doNormal($function, $payload);
     }
     else {
-      $result = $client->doBackground($job["job"], $payload);
+      $result = $client->doBackground($function, $payload);
     }
     $code = $client->returnCode();
     if ($code != GEARMAN_SUCCESS) {
