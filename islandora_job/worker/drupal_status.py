@@ -27,12 +27,20 @@ to ``retry_max``), during which jobs skip the table at no cost; every problem is
 updated ran all the same; its outcome is kept (:attr:`_Store.pending`) and written once the database answers again,
 so an outage does not leave WAITING rows that would block identical submissions for good.
 
+A row may become visible only after its job ran: ``islandora_job_submit_background`` inserts it in a transaction
+that commits when the function returns, after gearmand accepted the job (later still inside a transaction of the
+site, which Drupal nests as a savepoint). The drush router's bootstrap hid that; a worker that starts a job within
+a millisecond does not. So a job that found no WAITING row looks again when it ends, then a few times more in the
+background (:data:`LATE_DELAYS`), and deletes or marks the row it finds. The cost is a few SELECTs for a job that
+never had a row (a batch job, another client).
+
 Drivers are pure Python (PyMySQL, pg8000), imported when a database is first used, so the wheelhouse stays portable.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 import math
 import re
@@ -71,6 +79,10 @@ MAX_PENDING: Final = 10000
 #: The share of ``[drupal] timeout`` after which the server itself abandons a statement (see :func:`_connect`).
 SERVER_SHARE: Final = 0.8
 REPLAY_PER_JOB: Final = 20
+#: When a job that found no WAITING row looks for it again after it ended (seconds after the previous look).
+LATE_DELAYS: Final = (1.0, 4.0, 25.0)  # looks at 1, 5 and 30 s
+#: Rows looked for late at once, per database and worker process (the oldest dropped beyond).
+MAX_LATE: Final = 10000
 
 
 # --- the database URL ---------------------------------------------------------------------------------------------
@@ -214,6 +226,11 @@ class _Store:
         #: success). Written first once the database answers again, a few per job, so an outage leaves no row
         #: WAITING for a job that ran (which would block its identical submissions for good).
         self.pending: deque[tuple[int | bytes, bool]] = deque(maxlen=MAX_PENDING)
+        #: Rows not found yet for jobs that ended: (when to look, looks so far, order, payload, success), a heap.
+        self.late: list[tuple[float, int, int, bytes, bool]] = []
+        self._late_order = 0
+        self._late_wakeup = threading.Condition()
+        self._late_thread: threading.Thread | None = None
 
     def take(self, payload: bytes) -> int | Literal[False] | None:
         """Mark the oldest WAITING row holding ``payload`` RUNNING: its status_id, None when there is none, False
@@ -234,22 +251,74 @@ class _Store:
                 return int(row[0])
         return None
 
-    def finish(self, row: int | bytes, ok: bool) -> None:
-        """Delete the row (``ok``) or mark it ERROR; ``row`` is its status_id, or the payload of a row that could
-        not be taken. Kept in :attr:`pending` when the database fails."""
-        if self._run("delete" if ok else "mark ERROR", lambda cursor: self._finish(cursor, row, ok)) is False:
+    def finish(self, row: int | bytes, ok: bool) -> bool | None:
+        """Delete the row (``ok``) or mark it ERROR; ``row`` is its status_id, or the payload of a row not taken
+        (yet). True: done; None: no WAITING row holds the payload; False: the database failed, and the outcome is
+        kept in :attr:`pending`, written once it answers again."""
+        done: bool | None = self._run("delete" if ok else "mark ERROR", lambda cursor: self._finish(cursor, row, ok))
+        if done is False:
             if len(self.pending) == self.pending.maxlen:
                 self.warn(ERRORS_EVENT, self.throttle, f"{MAX_PENDING} outcomes wait already; the oldest is dropped")
             self.pending.append((row, ok))
+        return done
 
-    def _finish(self, cursor: _Cursor, row: int | bytes, ok: bool) -> None:
+    def _finish(self, cursor: _Cursor, row: int | bytes, ok: bool) -> Literal[True] | None:
+        """True once the row is deleted or marked; None when ``row`` is a payload no WAITING row holds."""
         status_id = self._take(cursor, row) if isinstance(row, bytes) else row
         if status_id is None:
-            return
+            return None
         if ok:
             cursor.execute(f"DELETE FROM {self.table} WHERE status_id = %s", (status_id,))
         else:
             cursor.execute(f"UPDATE {self.table} SET state = %s WHERE status_id = %s", (ERROR, status_id))
+        return True
+
+    def finish_late(self, payload: bytes, ok: bool) -> None:
+        """The outcome of a job that found no WAITING row when it started: look now, and if there is still none,
+        again after each of :data:`LATE_DELAYS` in a background thread; counted as missing when none ever shows."""
+        if self.finish(payload, ok) is not None:
+            return
+        with self._late_wakeup:
+            if len(self.late) >= MAX_LATE:
+                heapq.heappop(self.late)
+            self._late_order += 1
+            heapq.heappush(self.late, (time.monotonic() + LATE_DELAYS[0], 1, self._late_order, payload, ok))
+            if self._late_thread is None:
+                self._late_thread = threading.Thread(target=self._look_late, name="drupal-status-late", daemon=True)
+                self._late_thread.start()
+            self._late_wakeup.notify()
+
+    def _look_late(self) -> None:
+        """The background looks of :meth:`finish_late`, in due order; ends when none is left."""
+        while True:
+            with self._late_wakeup:
+                if not self.late:
+                    self._late_thread = None
+                    return
+                wait = self.late[0][0] - time.monotonic()
+                if wait > 0:
+                    self._late_wakeup.wait(wait)
+                    continue
+                _due, looks, _order, payload, ok = heapq.heappop(self.late)
+            if self.finish(payload, ok) is not None:
+                continue  # done, or kept in pending by a failing database
+            if looks < len(LATE_DELAYS):
+                with self._late_wakeup:
+                    self._late_order += 1
+                    due = time.monotonic() + LATE_DELAYS[looks]
+                    heapq.heappush(self.late, (due, looks + 1, self._late_order, payload, ok))
+            else:
+                self.missing(payload)
+
+    def missing(self, payload: bytes) -> None:
+        """No WAITING row, not even after the job ended: normal for batches (which the module does not track) and
+        for clients other than the module; a sign of trouble when it is every job (wrong database, prefix, site)."""
+        self.warn(
+            MISSING_EVENT,
+            self.missing_throttle,
+            f"no WAITING row for a job's payload ({len(payload)} bytes, {payload[:80]!r}) (normal for "
+            "islandora_job_submit_batch and other clients; check [drupal] if it is every job)",
+        )
 
     def _replay(self, cursor: _Cursor) -> None:
         """Write up to :data:`REPLAY_PER_JOB` outcomes that waited; each leaves the list only once written."""
@@ -325,6 +394,7 @@ class Row:
 
     store: _Store
     status_id: int | bytes
+    missing: bool = False  # no WAITING row when the job started: it may be committed later (finish_late)
 
 
 class StatusTable:
@@ -375,27 +445,18 @@ class StatusTable:
             return None
         status_id = store.take(assignment.data)
         if status_id is None:
-            self._missing(store, assignment)
-            return None
+            return Row(store, assignment.data, missing=True)
         return Row(store, assignment.data if status_id is False else status_id)
 
     def end(self, row: Row, ok: bool) -> None:
         """Delete the row (success) or mark it ERROR (failure)."""
         try:
-            row.store.finish(row.status_id, ok)
+            if row.missing and isinstance(row.status_id, bytes):
+                row.store.finish_late(row.status_id, ok)
+            else:
+                row.store.finish(row.status_id, ok)
         except Exception:  # pragma: no cover - a bug here must not cost the job
             log.exception("drupal status table: cannot finish a row of %s", row.store.db)
-
-    @staticmethod
-    def _missing(store: _Store, assignment: Assignment) -> None:
-        """No WAITING row: normal for batches (which the module does not track) and for clients other than the
-        module; a sign of trouble when it is every job (wrong database, prefix or site key)."""
-        store.warn(
-            MISSING_EVENT,
-            store.missing_throttle,
-            f"no WAITING row for job function={assignment.function} handle={assignment.handle} (normal for "
-            "islandora_job_submit_batch and other clients; check [drupal] if it is every job)",
-        )
 
 
 def from_config(

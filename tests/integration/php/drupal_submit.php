@@ -64,23 +64,36 @@ while (($line = fgets(STDIN)) !== FALSE) {
     echo json_encode(array("outcome" => "deduped", "payload" => $payload)), "\n";
     continue;
   }
-  $state_id = insert_job_status($payload);
   $function = isset($job["function"]) ? $job["function"] : $job["job"];
+  if ($job["mode"] == "fg") {
+    // islandora_job_submit(): the row, then doNormal; no transaction, and the row is never removed here.
+    insert_job_status($payload);
+    $result = $client->doNormal($function, $payload);
+    $code = $client->returnCode();
+    $outcome = $code == GEARMAN_SUCCESS ? "submitted" : "failed";
+    echo json_encode(array("outcome" => $outcome, "result" => $result, "code" => $code, "payload" => $payload)), "\n";
+    continue;
+  }
+  // islandora_job_submit_background(): the row and the submission in one db_transaction(), rolled back when the
+  // submission fails; otherwise committed when the function returns, AFTER gearmand accepted the job, so a fast
+  // worker can take the job before its row is visible. DRUPAL_COMMIT_DELAY_MS widens that window, as an enclosing
+  // transaction of the site (a node save, a batch step) does: Drupal 7 nests db_transaction() as a savepoint.
+  $db->beginTransaction();
   try {
-    if ($job["mode"] == "fg") {
-      $result = $client->doNormal($function, $payload);
-    }
-    else {
-      $result = $client->doBackground($function, $payload);
-    }
+    insert_job_status($payload);
+    $result = $client->doBackground($function, $payload);
     $code = $client->returnCode();
     if ($code != GEARMAN_SUCCESS) {
-      throw new Exception("Failed to successfully enqueue...");
+      $db->rollBack();
+      echo json_encode(array("outcome" => "failed", "code" => $code, "payload" => $payload)), "\n";
+      continue;
     }
+    usleep(1000 * (int) getenv("DRUPAL_COMMIT_DELAY_MS"));
+    $db->commit();
     echo json_encode(array("outcome" => "submitted", "result" => $result, "code" => $code, "payload" => $payload)), "\n";
   }
   catch (Exception $e) {
-    remove_job_status($state_id);
+    $db->rollBack();
     echo json_encode(array("outcome" => "failed", "code" => $client->returnCode(), "payload" => $payload)), "\n";
   }
 }
