@@ -78,6 +78,8 @@ SKIP_DIRS = {
     ".cache",
     "node_modules",
     ".molecule",
+    # molecule/run-scenarios' logs, written while a scenario converges (the check run must find the same build).
+    ".molecule-logs",
 }
 
 
