@@ -211,7 +211,7 @@ print(json.dumps({"changed": False, "ansible_facts": %s}))
                 "distribution_major_version": "9",
                 "service_mgr": "systemd",
             },
-            "(RedHat family) is not supported yet",
+            "Rocky 9.3 (RedHat family) is not supported. Supported: Debian-12, Debian-13, Ubuntu-22, Ubuntu-24",
         ),
         (
             {
@@ -221,7 +221,7 @@ print(json.dumps({"changed": False, "ansible_facts": %s}))
                 "distribution_major_version": "11",
                 "service_mgr": "systemd",
             },
-            "Debian 11 is not supported yet",
+            "Debian 11.9 (Debian family) is not supported. Supported: Debian-12, Debian-13, Ubuntu-22, Ubuntu-24",
         ),
     ],
     ids=["redhat", "debian11"],

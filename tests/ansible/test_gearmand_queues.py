@@ -57,7 +57,7 @@ def render(tmp: Path, cases: dict[str, dict[str, Any]]) -> dict[str, Path]:
     and vars, given as group variables of "all" (lower precedence): the cases render in parallel.
     """
     role_vars: dict[str, Any] = {}
-    for path in ("defaults/main.yml", "vars/main.yml", "vars/Debian-12.yml"):
+    for path in ("defaults/main.yml", "vars/main.yml", "vars/Debian.yml"):
         role_vars.update(yaml.safe_load((ROLE / path).read_text()))
     hosts = {}
     for name, variables in cases.items():

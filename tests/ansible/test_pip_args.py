@@ -1,8 +1,9 @@
 """islandora_job_worker_pip_args (where a private index's credentials go) stay out of Ansible's output and out of
 every process's command line (issue 10): they reach pip through a private config file (PIP_CONFIG_FILE), the
 tasks using them have no_log, and a failed build is reported with URL credentials masked. A thread reads every
-process's /proc/PID/cmdline while the playbook runs, as `ps` would. Check mode on this machine: the build runs on the
-controller and fails (the index is a closed loopback port) before the role would change anything."""
+process's /proc/PID/cmdline while the playbook runs, as `ps` would. Only the role's wheelhouse step runs on this
+machine (include_role tasks_from: wheelhouse.yml; it builds on the controller, into a temporary cache, and changes
+nothing else): the build fails (the index is a closed loopback port). Check mode would build nothing."""
 
 from __future__ import annotations
 
@@ -44,9 +45,13 @@ def test_a_failed_build_does_not_print_the_index_credentials(tmp_path: Path) -> 
                     "gather_facts": True,
                     "gather_subset": ["min"],
                     "vars": {"ansible_python_interpreter": "/usr/bin/python3"},
-                    "roles": [
+                    "tasks": [
                         {
-                            "role": "islandora_job_worker",
+                            "name": "Build the wheelhouse (the role's step that runs on the controller)",
+                            "ansible.builtin.include_role": {
+                                "name": "islandora_job_worker",
+                                "tasks_from": "wheelhouse.yml",
+                            },
                             "vars": {
                                 "islandora_job_worker_pip_args": [
                                     f"--index-url=http://ijuser:{SECRET}@127.0.0.1:9/simple",
@@ -66,7 +71,7 @@ def test_a_failed_build_does_not_print_the_index_credentials(tmp_path: Path) -> 
     scanner = threading.Thread(target=_scan_command_lines, args=(stop, seen), daemon=True)
     scanner.start()
     try:
-        result = playbook(book, "--check", "-vv", inventory="localhost,", env=ansible_env(), timeout=300)
+        result = playbook(book, "-vv", inventory="localhost,", env=ansible_env(), timeout=300)
     finally:
         stop.set()
         scanner.join(10)

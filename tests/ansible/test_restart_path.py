@@ -104,7 +104,7 @@ def host() -> Iterator[Host]:
 
 def outcome(output: str, task: str) -> str:
     """ok, changed, skipping or fatal: what ansible-playbook printed for the role's task of that name."""
-    match = re.search(r"TASK \[gearman_server : " + re.escape(task) + r"\] \**\n(\w+)", output)
+    match = re.search(r"(?:TASK|RUNNING HANDLER) \[gearman_server : " + re.escape(task) + r"\] \**\n(\w+)", output)
     assert match, f"task {task!r} not in the output"
     return match.group(1)
 
@@ -126,6 +126,17 @@ def test_restart_path_converts_an_existing_queue_once(host: Host) -> None:
     first = host.restart_play()
     assert first.returncode == 0, first.stdout[-4000:]
     assert outcome(first.stdout, "Put the sqlite queue in WAL mode while gearmand is stopped") == "changed"
+    # The steps of "Restart gearmand" (handlers/main.yml) in their order: queue move, stop, convert, start, wait.
+    steps = [
+        "Move the builtin queue's jobs before the restart",
+        "Stop gearmand through the init-script wrapper (it waits for the process to end)",
+        "Put the sqlite queue in WAL mode while gearmand is stopped",
+        "Start gearmand through the init-script wrapper (after the conversion)",
+        'Wait for gearmand to answer the admin "version" command',
+        "Check that gearmand uses its sqlite queue in WAL mode",
+    ]
+    ran = re.findall(r"^(?:TASK|RUNNING HANDLER) \[gearman_server : (.*)\] \**$", first.stdout, re.MULTILINE)
+    assert [step for step in ran if step in steps] == steps, ran
     assert run(["python3", str(WAL_TOOL), str(host.db), "--verify"]).stdout.strip() == "ok"
     assert queued(host.port, "ij_conv") == 20, "jobs lost by the conversion"
     gearman = pwd.getpwnam("gearman")

@@ -1,17 +1,19 @@
 """Static checks of the roles: argument specs match the defaults, every variable is documented, only
-ansible.builtin modules, templates marked as managed, an OS vars file per supported platform, and the
-support claims (platforms, ansible-core) match what the molecule scenarios run."""
+ansible.builtin modules, templates marked as managed, every supported OS version resolving to its values
+(and no other accepted), and the support claims (platforms, ansible-core) match what the molecule scenarios run."""
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.ansible.helpers import REPO, ROLES
+from tests.ansible.helpers import REPO, ROLES, ansible_env, playbook
 
 ROLE_NAMES = ["gearman_server", "gearman_php", "islandora_job_worker"]
 # Platforms claimed: exactly the Debian suites the molecule scenarios boot (test_support_claims_match_scenarios).
@@ -98,10 +100,126 @@ def test_templates_are_marked_managed(template: Path) -> None:
     assert "{{ ansible_managed | comment }}" in template.read_text()
 
 
+# What each supported OS version resolves to (the vars files a first_found chain picks), and OS versions refused.
+OS_CASES: dict[str, tuple[str, str, str]] = {
+    # name: (distribution, distribution_version, os_family)
+    "Debian-12": ("Debian", "12.8", "Debian"),
+    "Debian-13": ("Debian", "13.1", "Debian"),
+    "Ubuntu-22": ("Ubuntu", "22.04", "Debian"),
+    "Ubuntu-24": ("Ubuntu", "24.04", "Debian"),
+    "Debian-11": ("Debian", "11.11", "Debian"),
+    "Debian-14": ("Debian", "14.0", "Debian"),
+    "Ubuntu-20": ("Ubuntu", "20.04", "Debian"),
+    "RedHat-9": ("RedHat", "9.4", "RedHat"),
+}
+SUPPORTED_OS = ["Debian-12", "Debian-13", "Ubuntu-22", "Ubuntu-24"]
+# The value each role must get on every supported version (gearman_php: the PHP of each release's archive).
+OS_VALUES: dict[str, tuple[str, dict[str, Any]]] = {
+    "gearman_server": (
+        "__gearman_server_packages",
+        {key: ["gearman-job-server", "gearman-tools"] for key in SUPPORTED_OS},
+    ),
+    "gearman_php": (
+        "__gearman_php_version",
+        {"Debian-12": "8.2", "Debian-13": "8.4", "Ubuntu-22": "8.1", "Ubuntu-24": "8.3"},
+    ),
+    "islandora_job_worker": (
+        "__islandora_job_worker_packages",
+        {key: ["python3", "python3-venv", "sqlite3"] for key in SUPPORTED_OS},
+    ),
+}
+
+
+def test_os_variables_resolve_for_supported_versions_only(tmp_path: Path) -> None:
+    """Each role's tasks/variables.yml, run for real with the facts of each OS version: a supported version loads
+    its values through the first_found chain; any other version (an older Debian the chain's Debian.yml would
+    match, a newer one, another family) fails with a message naming it and the supported list."""
+    hosts = {}
+    for role in ROLE_NAMES:
+        for case, (distribution, version, family) in OS_CASES.items():
+            hosts[f"{role}.{case}"] = {
+                "ansible_connection": "local",
+                "ansible_python_interpreter": sys.executable,
+                "role_under_test": role,
+                "value_under_test": OS_VALUES[role][0],
+                "fake_facts": {
+                    "distribution": distribution,
+                    "distribution_version": version,
+                    "distribution_major_version": version.split(".")[0],
+                    "os_family": family,
+                    "service_mgr": "systemd",
+                },
+            }
+    inventory = tmp_path / "inventory.json"
+    inventory.write_text(json.dumps({"all": {"hosts": hosts}}))
+    book = tmp_path / "os.yml"
+    book.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "The OS variables of each role",
+                    "hosts": "all",
+                    "gather_facts": False,
+                    "tasks": [
+                        {
+                            "name": "Pretend",
+                            "ansible.builtin.set_fact": {
+                                "cacheable": True,
+                                **{k: f"{{{{ fake_facts.{k} }}}}" for k in hosts[next(iter(hosts))]["fake_facts"]},
+                            },
+                        },
+                        {
+                            "name": "Load",
+                            "ansible.builtin.include_role": {
+                                "name": "{{ role_under_test }}",
+                                "tasks_from": "variables.yml",
+                            },
+                        },
+                        {
+                            "name": "Show",
+                            "ansible.builtin.debug": {"msg": "{{ lookup('ansible.builtin.vars', value_under_test) }}"},
+                        },
+                    ],
+                }
+            ]
+        )
+    )
+    # One line per task and host; the fake facts stay in memory (not in the project's fact cache).
+    env = ansible_env(ANSIBLE_STDOUT_CALLBACK="ansible.builtin.oneline", ANSIBLE_CACHE_PLUGIN="memory")
+    result = playbook(book, "--forks", "8", inventory=inventory, env=env)
+    shown: dict[str, Any] = {}
+    failed: dict[str, str] = {}
+    for line in result.stdout.splitlines():
+        match = re.match(r"^(\S+) \| (SUCCESS|FAILED!) => (\{.*\})$", line)
+        if not match:
+            continue
+        outcome = json.loads(match[3])
+        if match[2] == "FAILED!":
+            failed[match[1]] = outcome.get("msg", "")
+        elif (
+            "msg" in outcome and "changed" in outcome and set(outcome) <= {"msg", "changed", "_ansible_verbose_always"}
+        ):
+            shown[match[1]] = outcome["msg"]
+    for role in ROLE_NAMES:
+        name, values = OS_VALUES[role]
+        for case in OS_CASES:
+            host = f"{role}.{case}"
+            if case in SUPPORTED_OS:
+                assert host not in failed, f"{host}: {failed.get(host)}"
+                assert shown.get(host) == values[case], f"{host}: {name} is {shown.get(host)!r}"
+            else:
+                distribution, version, _ = OS_CASES[case]
+                assert host in failed, f"{role} accepted {case} (got {name} = {shown.get(host)!r})"
+                assert f"{role}: {distribution} {version}" in failed[host], failed[host]
+                assert ", ".join(SUPPORTED_OS) in failed[host], failed[host]
+
+
 @pytest.mark.parametrize("role", ROLE_NAMES)
-def test_vars_file_for_every_supported_platform(role: str) -> None:
-    for platform in PLATFORMS:
-        assert (ROLES / role / "vars" / f"{platform}.yml").is_file(), f"{role}: vars/{platform}.yml"
+def test_supported_os_list_holds_the_tested_platforms(role: str) -> None:
+    """Each role's explicit list of supported versions (vars/main.yml) is the same, and holds what meta claims."""
+    supported = yaml.safe_load((ROLES / role / "vars" / "main.yml").read_text())[f"__{role}_supported_os"]
+    assert supported == SUPPORTED_OS
+    assert set(PLATFORMS) <= set(supported)
 
 
 def _scenario_suites() -> set[str]:
@@ -154,7 +272,10 @@ def test_minimum_ansible_core_is_the_tested_one() -> None:
 
 def test_untested_platforms_are_said_to_be_untested() -> None:
     """Ubuntu vars files may stay; wherever a role or the docs name Ubuntu, it says untested."""
-    texts = [REPO / "docs" / "deploy.md", *(ROLES / role / "tasks" / "variables.yml" for role in ROLE_NAMES)]
+    texts = [
+        REPO / "docs" / "deploy.md",
+        *(ROLES / role / sub for role in ROLE_NAMES for sub in ("tasks/variables.yml", "vars/main.yml")),
+    ]
     for path in texts:
         for paragraph in re.split(r"\n\s*\n|\n- name:", path.read_text()):
             if "Ubuntu" in paragraph:

@@ -42,7 +42,7 @@ def _render(tmp: Path, jobs: list[tuple[str, Path, Path, dict[str, Any]]]) -> No
                         str(WORKER / "vars" / "main.yml"),
                         str(SERVER / "defaults" / "main.yml"),
                         str(SERVER / "vars" / "main.yml"),
-                        str(SERVER / "vars" / "Debian-12.yml"),
+                        str(SERVER / "vars" / "Debian.yml"),
                     ],
                     "tasks": tasks,
                 }

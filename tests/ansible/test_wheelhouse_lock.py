@@ -184,3 +184,18 @@ def test_a_target_python_the_lock_was_not_made_for_is_refused(tmp_path: Path) ->
     result = build(tmp_path / "cache", "3.12")
     assert result.returncode == 1
     assert "made for Python 3.11, 3.13, the target runs 3.12" in result.stdout, result.stdout[-2000:]
+
+
+def test_cached_only_reports_an_earlier_build_and_builds_nothing(tmp_path: Path) -> None:
+    """--cached (the role's check mode): the release of a build made earlier for the same sources, or "" when
+    there is none; it builds nothing and writes nothing, not even the cache directory."""
+    cache = tmp_path / "cache"
+    missed = manifest(build(cache, "3.11", "--cached"))
+    assert missed["release"] == "" and missed["changed"] is True
+    assert not cache.exists()
+    built = manifest(build(cache, "3.11"))
+    listing = sorted(cache.rglob("*"))
+    found = manifest(build(cache, "3.11", "--cached"))
+    assert found["release"] == built["release"] and found["wheelhouse"] == built["wheelhouse"]
+    assert found["changed"] is False
+    assert sorted(cache.rglob("*")) == listing

@@ -16,7 +16,8 @@ target hosts install without any package index. Prints one JSON object on stdout
 - The release name is the main package's version plus a digest of the wheels' contents (RECORD and
   timestamps excluded) and of the third-party files: any change gives a new release, an unchanged tree the same.
 - A digest of the source trees and locks is the build cache key: an unchanged tree costs no build at all, and
-  each local wheel is kept by the digest of its own tree.
+  each local wheel is kept by the digest of its own tree. `--cached` only looks the key up (the role's check
+  mode: no build, nothing written); release "" means nothing was built for these sources yet.
 
 `build_wheelhouse.py lock --output FILE [--job-package DIR_OR_SPEC ...]` makes a lock (docs/deploy.md).
 """
@@ -77,6 +78,8 @@ SKIP_DIRS = {
     ".cache",
     "node_modules",
     ".molecule",
+    # molecule/run-scenarios' logs, written while a scenario converges (the check run must find the same build).
+    ".molecule-logs",
 }
 
 
@@ -397,7 +400,6 @@ def build(args: argparse.Namespace) -> int:
         raise SystemExit(f"no --lock given: third-party wheels come only from a lock ({LOCK_COMMAND})")
     locked = locked_for_target(locks, args.python_version)
     cache = Path(args.cache).expanduser().resolve()
-    cache.mkdir(parents=True, exist_ok=True)
 
     key = hashlib.sha256()
     key.update(json.dumps([FORMAT, args.python_version, sorted(args.extra), args.requirement, args.pip_arg]).encode())
@@ -412,7 +414,12 @@ def build(args: argparse.Namespace) -> int:
             manifest["changed"] = False
             print(json.dumps(manifest))
             return 0
+    if args.cached:
+        # Nothing built for these sources yet: the release it would make is unknown until it is built.
+        print(json.dumps({"release": "", "wheelhouse": "", "requirements": REQUIREMENTS, "changed": True}))
+        return 0
 
+    cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp_name:
         tmp = Path(tmp_name)
         local_wheels = build_local(sources, tmp / "local", tmp, args.pip_arg, cache)
@@ -628,6 +635,12 @@ def main() -> int:
     parser.add_argument("--extra", action="append", default=[], help="an extra of the first source, e.g. metrics")
     parser.add_argument("--python-version", required=True, help="target Python, e.g. 3.11")
     parser.add_argument("--cache", required=True, help="directory for builds and wheelhouses")
+    parser.add_argument(
+        "--cached",
+        action="store_true",
+        help='only report a build of these sources made earlier (release "" if none); build and write nothing '
+        "(the role's check mode)",
+    )
     parser.add_argument(
         "--pip-arg",
         action="append",
