@@ -98,6 +98,16 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             },
         }
     )
+    tasks.append(
+        {
+            "name": "Render the init script",
+            "ansible.builtin.template": {
+                "src": str(WORKER / "templates" / "islandora-job-worker.init.j2"),
+                "dest": str(tmp / "init.sh"),
+                "mode": "0700",
+            },
+        }
+    )
     book = tmp / "render.yml"
     play = {
         "name": "Render the worker's configuration",
@@ -110,7 +120,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     book.write_text(json.dumps([play]))
     result = playbook(book, timeout=180)
     assert result.returncode == 0, result.stdout[-4000:]
-    return {name: tmp / f"{name}.toml" for name in CASES} | {"env": tmp / "worker.env"}
+    return {name: tmp / f"{name}.toml" for name in CASES} | {"env": tmp / "worker.env", "init": tmp / "init.sh"}
 
 
 def test_defaults_load_with_the_workers_defaults(rendered: dict[str, Path]) -> None:
@@ -158,6 +168,16 @@ def test_environment_file_reads_back_exactly_in_sh(rendered: dict[str, Path]) ->
     result = run(["sh", "-c", script], env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stdout
     assert result.stdout.split("\0") == ["1", TRICKY.replace("\t", "")]
+
+
+def test_init_script_sources_the_environment_file(rendered: dict[str, Path]) -> None:
+    """Hosts without systemd: the init script names the file and sources it before it starts the worker."""
+    text = rendered["init"].read_text()
+    assert "ENVFILE=/etc/islandora-job/worker.env" in text.splitlines()
+    start = text.index('        if [ -r "$ENVFILE" ]; then')
+    assert start < text.index("start-stop-daemon --start"), "sourced after the worker started"
+    result = run(["sh", "-n", str(rendered["init"])])
+    assert result.returncode == 0, result.stdout
 
 
 def _configure_play(tmp: Path, variables: dict[str, Any]) -> Path:
