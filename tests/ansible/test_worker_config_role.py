@@ -56,6 +56,13 @@ CASES: dict[str, dict[str, Any]] = {
                 "argv": ["drush", "--root=/var/www/drupal7", "--user=1", "islandora-job-router"],
             },
             {"name": "plain", "names": ["plain2"], "argv": ["/bin/cat"], "timeout": 30},
+            {
+                "names": ["thumbnail"],
+                "argv": ["php", "/srv/runner.php"],
+                "persistent": True,
+                "max_jobs": 50,
+                "max_rss_mb": 256,
+            },
         ],
     },
     "drupal": {
@@ -137,7 +144,7 @@ def test_every_command_job_key_and_the_migration_keys_reach_the_worker(rendered:
     assert loaded.send_exceptions is True
     assert loaded.multisite_prefixes == ("site2", "site3")
     assert dict(loaded.pool.dedicated) == {"islandora_derivatives": 2, "islandora_job.ping": 1}
-    bridge, discovered, plain = loaded.command_jobs
+    bridge, discovered, plain, runner = loaded.command_jobs
     assert bridge.names == ("islandora_derivatives", "ijh")
     assert bridge.argv[-1] == "islandora-job-router" and "--uri={site}" in bridge.argv
     assert bridge.allowed_sites == ("http://localhost", TRICKY)  # quotes, backslash, non-ASCII, DEL: byte for byte
@@ -147,6 +154,8 @@ def test_every_command_job_key_and_the_migration_keys_reach_the_worker(rendered:
     assert discovered.names == ()
     assert discovered.discover_argv == ("drush", "--root=/var/www/drupal7", "islandora-job-list-functions")
     assert plain.names == ("plain", "plain2") and plain.timeout == 30
+    # Keys the role has no template line for (the persistent runner's): rendered as given.
+    assert (runner.persistent, runner.max_jobs, runner.max_rss_mb) == (True, 50, 256)
 
 
 def test_drupal_section(rendered: dict[str, Path]) -> None:
@@ -270,6 +279,15 @@ SPEC_CASES: dict[str, tuple[dict[str, Any], bool]] = {
             "islandora_job_worker_environment": {"OMP_THREAD_LIMIT": "1"},
             "islandora_job_worker_drupal_database": DATABASE,
             "islandora_job_worker_drupal_sites": {"http://site2.example.org": SITE_DB},
+        },
+        True,
+    ),
+    "runner-and-status-table": (
+        {
+            "islandora_job_worker_command_jobs": [
+                {"names": ["a"], "argv": ["php"], "persistent": True, "max_jobs": 5, "max_rss_mb": 9},
+                {"name": "b", "argv": ["x"], "status_table": True},
+            ]
         },
         True,
     ),
