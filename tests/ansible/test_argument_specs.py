@@ -143,6 +143,20 @@ CASES: list[tuple[str, str, bool, dict[str, Any], list[str]]] = [
         ["islandora_job_worker_servers must be a non-empty list"],
     ),
     (
+        "exporter-wildcard-without-clients",
+        "islandora_job_worker",
+        True,
+        {"islandora_job_worker_exporter_enabled": True, "islandora_job_worker_exporter_listen": "0.0.0.0:9465"},
+        ["islandora_job_worker_exporter_allowed_clients is empty", "islandora_job_worker_exporter_firewall: false"],
+    ),
+    (
+        "exporter-listen-without-host",
+        "islandora_job_worker",
+        True,
+        {"islandora_job_worker_exporter_enabled": True, "islandora_job_worker_exporter_listen": "9465"},
+        ["islandora_job_worker_exporter_listen must be", '(is "9465")'],
+    ),
+    (
         "bad-value-beside-a-password",
         "gearman_server",
         False,
