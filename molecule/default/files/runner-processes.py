@@ -1,6 +1,6 @@
 """The worker's persistent runners on this host, as JSON: the unit's main PID, its worker processes (children of the
-main PID) and each runner (a child of a worker process running runner.php) with its argv and its Seccomp and
-NoNewPrivs lines. Standard library only (it runs on the test host)."""
+main PID running islandora_job.worker.child) and each runner (a child of a worker process running runner.php) with its
+argv and its Seccomp and NoNewPrivs lines. Standard library only (it runs on the test host)."""
 
 import json
 import os
@@ -23,7 +23,9 @@ for entry in os.listdir("/proc"):
     except (OSError, ValueError, IndexError):
         continue  # gone meanwhile
     procs[int(entry)] = (ppid, argv, {k: fields.get(k, "").strip() for k in ("Seccomp", "NoNewPrivs")})
-workers = sorted(pid for pid, (ppid, _, _) in procs.items() if main and ppid == main)
+workers = sorted(
+    pid for pid, (ppid, argv, _) in procs.items() if main and ppid == main and "islandora_job.worker.child" in argv
+)
 runners = {
     str(pid): {"parent": ppid, "argv": argv, **status}
     for pid, (ppid, argv, status) in procs.items()
