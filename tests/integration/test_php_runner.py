@@ -2,8 +2,9 @@
 
 Drush and Drupal 7 cannot be installed here, so ``drupal_standin/drush`` emulates ``drush php-script`` around a
 stand-in Drupal (``drupal_standin/includes/bootstrap.inc``: ``module_invoke_all``, ``module_load_include``,
-``user_load``, and the module's status table in SQLite through PDO). Jobs are submitted from outside too: PHP's
-gearman extension (``php/runner_client.php``), as the Drupal module submits.
+``user_load``, and the module's status table: in a real MariaDB for the status-table test, else SQLite through
+PDO). Jobs are submitted from outside too: PHP's gearman extension (``php/runner_client.php``), as the Drupal module
+submits.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import contextlib
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -26,6 +26,8 @@ from islandora_job.cli.php_runner import stable_path
 from islandora_job.errors import ConfigError, ProtocolError
 from islandora_job.worker import config as config_module
 from islandora_job.worker.runner_protocol import FrameReader, encode
+from tests.integration import drupal_databases as dbs
+from tests.integration.drupal_databases import Site
 from tests.support.gearmand import Gearmand, running_gearmand
 from tests.support.peers import Answer, Command, PlainClient, payload, wait_for
 from tests.support.pool import REPO, Pool, running_pool
@@ -69,12 +71,15 @@ def drush_entry(**keys: object) -> str:
 
 
 @contextlib.contextmanager
-def drush_site(workdir: Path, concurrency: int = 1, **keys: object) -> Iterator[tuple[Gearmand, Pool, Path]]:
-    """gearmand and a pool serving the stand-in site's jobs through one persistent runner per worker process."""
+def drush_site(
+    workdir: Path, concurrency: int = 1, site_env: dict[str, str] | None = None, **keys: object
+) -> Iterator[tuple[Gearmand, Pool, Path]]:
+    """gearmand and a pool serving the stand-in site's jobs through one persistent runner per worker process; the
+    site's database is SQLite in ``workdir`` unless ``site_env`` names another (``ISLANDORA_STANDIN_DSN``...)."""
     database = workdir / "drupal.sqlite"
     keys = {"allowed_sites": [SITE], "allowed_uids": [0, 1, 2, 5, 9], "timeout": TIMEOUT, **keys}
     with running_gearmand(workdir) as server:
-        env = {"ISLANDORA_STANDIN_DB": str(database)}
+        env = {"ISLANDORA_STANDIN_DB": str(database), **(site_env or {})}
         tail = drush_entry(**keys)
         with running_pool(
             workdir, [server.address], concurrency=concurrency, tail=tail, env=env, extra="send_exceptions = true"
@@ -87,6 +92,21 @@ def drush_site(workdir: Path, concurrency: int = 1, **keys: object) -> Iterator[
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gearmand, Pool, Path]]:
     with drush_site(tmp_path_factory.mktemp("drush")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def mariadb_drush_site(
+    mariadb_site: Site, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Gearmand, Pool, Path]]:
+    """The stand-in site on a real MariaDB: Drupal 7's table (prefix ``site1_``), PDO as Drupal connects."""
+    site_env = {
+        "ISLANDORA_STANDIN_DSN": mariadb_site.pdo_dsn,
+        "ISLANDORA_STANDIN_DB_USER": dbs.USER,
+        "ISLANDORA_STANDIN_DB_PASSWORD": dbs.PASSWORD,
+        "ISLANDORA_STANDIN_PREFIX": dbs.PREFIX,
+    }
+    with drush_site(tmp_path_factory.mktemp("drush-mariadb"), site_env=site_env) as running:
         yield running
 
 
@@ -208,21 +228,23 @@ def test_output_and_warnings_never_reach_the_channel(site: tuple[Gearmand, Pool,
     assert "Traceback" not in log
 
 
-def test_the_status_table_is_kept_as_the_drush_router_kept_it(site: tuple[Gearmand, Pool, Path]) -> None:
-    server, _, database = site
+def test_the_status_table_is_kept_as_the_drush_router_kept_it(
+    mariadb_drush_site: tuple[Gearmand, Pool, Path], mariadb_site: Site
+) -> None:
+    """On a real MariaDB with Drupal 7's table: the runner, not the worker, keeps the rows of its jobs."""
+    server, _, _ = mariadb_drush_site
+    mariadb_site.clear()
     jobs = {
         "ok": payload("testjobs_record", site=SITE, uid="1"),
         "exception": payload("testjobs_fail", "no", site=SITE, uid="1"),
         "fatal": payload("testjobs_fatal", site=SITE, uid="1"),
         "refused": payload("testjobs_record", site="http://other.example", uid="1"),
     }
-    with contextlib.closing(sqlite3.connect(database)) as db:
-        with db:
-            for data in jobs.values():  # the module inserts a WAITING row with the payload before it submits
-                db.execute("INSERT INTO islandora_job_job_status (data, state) VALUES (?, 0)", (data.decode(),))
-        with PlainClient(server.address) as client:
-            answers = {key: client.submit(json.loads(data)["func"], data) for key, data in jobs.items()}
-        states = dict(db.execute("SELECT data, state FROM islandora_job_job_status").fetchall())
+    for data in jobs.values():  # the module inserts a WAITING row with the payload before it submits
+        mariadb_site.sql(f"INSERT INTO {dbs.TABLE} (data) VALUES (X'{data.hex()}')")
+    with PlainClient(server.address) as client:
+        answers = {key: client.submit(json.loads(data)["func"], data) for key, data in jobs.items()}
+    states = {text: state for _id, text, state in mariadb_site.rows()}
     assert answers["ok"].ok and not answers["exception"].ok and not answers["fatal"].ok
     assert jobs["ok"].decode() not in states  # success: the row is deleted
     assert states[jobs["exception"].decode()] == -1  # ERROR
