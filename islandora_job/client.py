@@ -26,7 +26,7 @@ import time
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -332,11 +332,14 @@ class JobClient:
         dedupe: bool = False,
         alias: str | None = None,
         timeout: float | None = None,
+        on_status: Callable[[int, int], None] | None = None,
     ) -> bytes:
         """Run a job and return its output (its WORK_DATA chunks and its result, joined, as libgearman does).
+        ``on_status(numerator, denominator)`` is called with each progress report (WORK_STATUS) as it arrives.
         Raises JobFailed, JobException, JobTimeout or ServerUnavailable."""
         request = JobRequest(name, args, priority, unique, dedupe, alias)
-        [result] = self.submit_batch([request], timeout=timeout, raise_unavailable=True)
+        progress = None if on_status is None else (lambda _index, num, den: on_status(num, den))
+        [result] = self.submit_batch([request], timeout=timeout, raise_unavailable=True, on_status=progress)
         return result.result()
 
     def submit_background(
@@ -364,11 +367,13 @@ class JobClient:
         background: bool = False,
         timeout: float | None = None,
         raise_unavailable: bool = False,
+        on_status: Callable[[int, int, int], None] | None = None,
     ) -> list[JobResult]:
         """Submit many jobs at once; results come back in submission order, failures reported per job.
 
         Like ``islandora_job_submit_batch`` (addTask + runTasks): all jobs are in flight together over the open
-        connections. With ``background=True`` each result has the handle and no data.
+        connections. With ``background=True`` each result has the handle and no data. ``on_status(index,
+        numerator, denominator)`` is called with each progress report as it arrives (``index`` in ``jobs``).
         """
         requests = [job if isinstance(job, JobRequest) else JobRequest(job[0], tuple(job[1])) for job in jobs]
         results = [JobResult(request) for request in requests]
@@ -383,7 +388,7 @@ class JobClient:
                 results[index].error = JobFailed(f"job {request.name!r} not submitted: {exc}")
         deadline = None if timeout is None else time.monotonic() + timeout
         limits = _Limits(self.max_in_flight, self.io_timeout, self.retry_window)
-        _Batch(self._servers, limits, prepared, results, background, raise_unavailable).run(deadline)
+        _Batch(self._servers, limits, prepared, results, background, raise_unavailable, on_status).run(deadline)
         return results
 
     def get_status(self, handle: str, timeout: float = 5.0) -> JobStatus:
@@ -485,8 +490,10 @@ class _Batch:
         results: list[JobResult],
         background: bool,
         raise_unavailable: bool,
+        on_status: Callable[[int, int, int], None] | None = None,
     ) -> None:
         self.servers = servers
+        self.on_status = on_status
         self.limits = limits
         self.pending = pending
         self.results = results
@@ -628,6 +635,8 @@ class _Batch:
             result.error = JobException(packet["data"].decode("utf-8", "replace"), result.handle)
         elif command is Command.WORK_STATUS:
             result.status = (_to_int(packet["numerator"]), _to_int(packet["denominator"]))
+            if self.on_status is not None:
+                self.on_status(index, *result.status)
         elif command is Command.WORK_DATA or command is Command.WORK_WARNING:
             result.keep(command, packet["data"])
 

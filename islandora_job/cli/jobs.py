@@ -17,7 +17,7 @@ from typing import Any, Final, TextIO
 from islandora_job import exit_codes
 from islandora_job.address import ServerAddress, servers_from_environment
 from islandora_job.admin import AdminClient, AdminError
-from islandora_job.cli.output import OutputFailed, silence_stdout, write_result
+from islandora_job.cli.output import JobProgress, OutputFailed, silence_stdout, write_result
 from islandora_job.client import DEAD_PEER_TIMEOUT, PRIORITIES, JobClient
 from islandora_job.errors import (
     ConnectionLost,
@@ -213,7 +213,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
             _warn_unserved(client.servers, function_name(args.name, args.alias, args.multisite), budget)
             if args.timeout is not None:  # the check counts against --timeout: "at most this long, whatever happens"
                 options["timeout"] = max(args.timeout - (time.monotonic() - started), 0.001)
-            data = client.submit(args.name, *job_args, **options)
+            progress = JobProgress(sys.stderr)
+            try:
+                data = client.submit(args.name, *job_args, **options, on_status=progress)
+            finally:
+                progress.end()
     except PayloadError as exc:
         _error(str(exc))
         return exit_codes.USAGE

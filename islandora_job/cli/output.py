@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from typing import Final, TextIO
 
 from islandora_job.errors import IslandoraJobError
 
@@ -41,3 +42,47 @@ def silence_stdout() -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         os.close(devnull)
+
+
+class JobProgress:
+    """A foreground job's progress reports (WORK_STATUS) as a bar redrawn on stderr, when stderr is a terminal.
+
+    stdout stays the result's alone, so ``islandora-job submit ... > out`` on a terminal shows the bar and keeps the
+    file clean; on a pipe or a log nothing is drawn (a line per report would bury the result). The bar is written to
+    the raw stream: the entry point's escaping wrapper would print its carriage return as ``\\r``.
+    """
+
+    WIDTH: Final = 30
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream: TextIO | None = getattr(stream, "raw_stream", None) or stream
+        try:
+            self.enabled = stream is not None and stream.isatty()
+        except (OSError, ValueError):
+            self.enabled = False
+        self.drawn = False
+
+    def __call__(self, numerator: int, denominator: int) -> None:
+        if not self.enabled:
+            return
+        if denominator > 0:
+            share = min(max(numerator / denominator, 0.0), 1.0)
+            filled = int(self.WIDTH * share)
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            self._write(f"\r[{bar}] {numerator}/{denominator} {share:4.0%}")
+        else:  # a job that reports a count without a total
+            self._write(f"\r{numerator} done")
+        self.drawn = True
+
+    def end(self) -> None:
+        """End the bar's line, so that what follows (an error, the shell's prompt) starts on a line of its own."""
+        if self.drawn:
+            self._write("\n")
+            self.drawn = False
+
+    def _write(self, text: str) -> None:
+        if self.stream is None:
+            return
+        with contextlib.suppress(OSError, ValueError):  # a lost terminal must not fail the job's result
+            self.stream.write(text)
+            self.stream.flush()
