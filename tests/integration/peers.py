@@ -52,14 +52,18 @@ def cli_worker(
 
 
 @contextlib.contextmanager
-def php_worker(address: str) -> Iterator[subprocess.Popen[bytes]]:
+def php_worker(
+    address: str, script: Path = PHP_WORKER, function: str = "php_upper"
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A PHP GearmanWorker script of ``tests/integration/php/`` (``HOST:PORT`` argument, prints "ready" once it has
+    registered), until it serves ``function``."""
     php = shutil.which("php")
     assert php, "php-cli with php-gearman is required (make system-deps installs them)"
-    process = subprocess.Popen([php, str(PHP_WORKER), address], stdout=subprocess.PIPE)
+    process = subprocess.Popen([php, str(script), address], stdout=subprocess.PIPE)
     try:
         assert process.stdout is not None
-        assert process.stdout.readline() == b"ready\n", "the PHP worker did not start"
-        wait_for_workers(int(address.rsplit(":", 1)[1]), "php_upper")
+        assert process.stdout.readline() == b"ready\n", f"the PHP worker {script.name} did not start"
+        wait_for_workers(int(address.rsplit(":", 1)[1]), function)
         yield process
     finally:
         _stop(process)

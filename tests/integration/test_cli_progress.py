@@ -11,27 +11,18 @@ import select
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from islandora_job.client import JobClient
-from tests.integration.peers import wait_for_workers
+from tests.integration.peers import php_worker
 from tests.support.gearmand import Gearmand
 
 PHP_STATUS_WORKER = Path(__file__).parent / "php" / "status_worker.php"
 CLI = str(Path(sys.executable).with_name("islandora-job"))
 
 
-@contextlib.contextmanager
-def php_status_worker(address: str) -> Iterator[None]:
-    process = subprocess.Popen(["php", str(PHP_STATUS_WORKER), address], stdout=subprocess.PIPE)
-    try:
-        assert process.stdout is not None and process.stdout.readline() == b"ready\n"
-        wait_for_workers(int(address.rsplit(":", 1)[1]), "php_progress")
-        yield
-    finally:
-        process.kill()
-        process.wait()
+def php_status_worker(address: str) -> contextlib.AbstractContextManager[object]:
+    return php_worker(address, PHP_STATUS_WORKER, "php_progress")
 
 
 def _env() -> dict[str, str]:

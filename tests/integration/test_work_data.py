@@ -7,11 +7,10 @@ import contextlib
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from islandora_job.client import JobClient, JobRequest
-from tests.integration.peers import cli_worker, wait_for_workers
+from tests.integration.peers import cli_worker, php_worker
 from tests.support.gearmand import Gearmand
 from tests.support.pool import running_pool
 
@@ -39,16 +38,8 @@ def cli_submit(gearmand: Gearmand, name: str) -> bytes:
     return run.stdout
 
 
-@contextlib.contextmanager
-def php_data_worker(address: str) -> Iterator[None]:
-    process = subprocess.Popen(["php", str(PHP_DATA_WORKER), address], stdout=subprocess.PIPE)
-    try:
-        assert process.stdout is not None and process.stdout.readline() == b"ready\n"
-        wait_for_workers(int(address.rsplit(":", 1)[1]), "php_data")
-        yield
-    finally:
-        process.kill()
-        process.wait()
+def php_data_worker(address: str) -> contextlib.AbstractContextManager[object]:
+    return php_worker(address, PHP_DATA_WORKER, "php_data")
 
 
 def test_a_gearman_cli_worker_with_n_gives_our_client_what_it_gives_php(gearmand: Gearmand) -> None:
