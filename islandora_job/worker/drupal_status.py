@@ -30,9 +30,9 @@ so an outage does not leave WAITING rows that would block identical submissions 
 A row may become visible only after its job ran: ``islandora_job_submit_background`` inserts it in a transaction
 that commits when the function returns, after gearmand accepted the job (later still inside a transaction of the
 site, which Drupal nests as a savepoint). The drush router's bootstrap hid that; a worker that starts a job within
-a millisecond does not. So a job that found no WAITING row looks again when it ends, then a few times more in the
-background (:data:`LATE_DELAYS`), and deletes or marks the row it finds. The cost is a few SELECTs for a job that
-never had a row (a batch job, another client).
+a millisecond does not. So a job that found no WAITING row has it looked for again once it ends, and a few times
+more later, in a background thread (:data:`LATE_DELAYS`), and the row found is deleted or marked. The cost is a few
+SELECTs for a job that never had a row (a batch job, another client), none of them before its answer.
 
 Drivers are pure Python (PyMySQL, pg8000), imported when a database is first used, so the wheelhouse stays portable.
 """
@@ -80,7 +80,7 @@ MAX_PENDING: Final = 10000
 SERVER_SHARE: Final = 0.8
 REPLAY_PER_JOB: Final = 20
 #: When a job that found no WAITING row looks for it again after it ended (seconds after the previous look).
-LATE_DELAYS: Final = (1.0, 4.0, 25.0)  # looks at 1, 5 and 30 s
+LATE_DELAYS: Final = (0.0, 1.0, 4.0, 25.0)  # looks at once, then at 1, 5 and 30 s
 #: Rows looked for late at once, per database and worker process (the oldest dropped beyond).
 MAX_LATE: Final = 10000
 
@@ -274,10 +274,9 @@ class _Store:
         return True
 
     def finish_late(self, payload: bytes, ok: bool) -> None:
-        """The outcome of a job that found no WAITING row when it started: look now, and if there is still none,
-        again after each of :data:`LATE_DELAYS` in a background thread; counted as missing when none ever shows."""
-        if self.finish(payload, ok) is not None:
-            return
+        """The outcome of a job that found no WAITING row when it started: looked for after each of
+        :data:`LATE_DELAYS` in a background thread, so the job's answer never waits for it; counted as missing when
+        none ever shows."""
         with self._late_wakeup:
             if len(self.late) >= MAX_LATE:
                 heapq.heappop(self.late)
