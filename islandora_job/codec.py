@@ -128,7 +128,7 @@ class PacketReader:
         """Bytes received but not yet returned as packets."""
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         if self._error is not None:
             raise self._error
         self._buffer += data

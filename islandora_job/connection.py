@@ -55,6 +55,26 @@ def tune_socket(sock: socket.socket, dead_peer: float | None = None) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(dead_peer * 1000))
 
 
+class ReadBuffer:
+    """A receive buffer allocated once and read into (``recv_into``), instead of a new one per ``recv``.
+
+    ``sock.recv(RECV_SIZE)`` allocates a bytes object of that size for every read. 256 KiB is above glibc's mmap
+    threshold, so each read also cost an ``mmap``, an ``mremap`` to shrink the object to what came, a ``munmap``
+    when it was freed, and a page fault: three system calls more per job than the read itself, and on a virtual
+    machine they cost more than the read (docs/benchmarks.md, "Reading into one buffer"). The view returned by
+    :meth:`read` is valid until the next read; its owner copies what it keeps.
+    """
+
+    __slots__ = ("_view",)
+
+    def __init__(self, size: int = RECV_SIZE) -> None:
+        self._view = memoryview(bytearray(size))
+
+    def read(self, sock: socket.socket, flags: int = 0) -> memoryview:
+        """One ``recv`` of at most the buffer's size; an empty view means the peer closed the stream."""
+        return self._view[: sock.recv_into(self._view, 0, flags)]
+
+
 class ConnectFailed(IslandoraJobError, OSError):
     """Connecting to one server failed; ``reason`` is short enough for a one-line summary of all servers.
 
@@ -98,6 +118,7 @@ class Connection:
         self.max_packet = max_packet
         self._sock: socket.socket | None = None
         self._reader = PacketReader(max_packet=max_packet)
+        self._inbox: ReadBuffer | None = None  # allocated at the first read
 
     def __repr__(self) -> str:
         state = "connected" if self._sock is not None else "closed"
@@ -151,8 +172,10 @@ class Connection:
         """
         if self._sock is None:
             raise ConnectionLost(str(self.address), "not connected")
+        if self._inbox is None:
+            self._inbox = ReadBuffer()
         try:
-            data = self._sock.recv(RECV_SIZE)
+            data = self._inbox.read(self._sock)
         except OSError as exc:
             self.close()
             raise ConnectionLost(str(self.address), describe_os_error(exc)) from exc

@@ -24,7 +24,7 @@ from typing import Final
 from islandora_job.address import ServerAddress, host_problem
 from islandora_job.backoff import Backoff, Throttle
 from islandora_job.codec import DEFAULT_MAX_PACKET
-from islandora_job.connection import describe_os_error, tune_socket
+from islandora_job.connection import ReadBuffer, describe_os_error, tune_socket
 from islandora_job.errors import ConnectionLost
 from islandora_job.worker.protocol import WorkerProtocol
 
@@ -50,6 +50,7 @@ class ServerLink:
         self.proto = WorkerProtocol(registration, max_packet=max_packet)
         self._registration = registration
         self._max_packet = max_packet
+        self._inbox = ReadBuffer(RECV_SIZE)
         self.outbuf = bytearray()  # bytes on their way: the loop waits for the socket to take them
         self.results = b""  # a job's answer, sent with the next packet on this link (one write per job)
         self.due = NEVER
@@ -196,7 +197,7 @@ class ServerLink:
         handler that returns restarts the wait; one that raises, or exits, ends it)."""
         assert self.sock is not None
         try:
-            data = self.sock.recv(RECV_SIZE, 0 if wait else socket.MSG_DONTWAIT)
+            data = self._inbox.read(self.sock, 0 if wait else socket.MSG_DONTWAIT)
         except BlockingIOError:
             return 0
         except OSError as exc:

@@ -230,7 +230,7 @@ class WorkerProtocol:
 
     # --- their side ---------------------------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | memoryview) -> None:
         if self._error is not None:
             raise self._error
         if self._skip:

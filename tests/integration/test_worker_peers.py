@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,3 +102,22 @@ def test_pygearman_client_as_a_second_python_peer(pool: Pool, gearmand: Gearmand
         assert failed.state == gearman.JOB_FAILED
     finally:
         client.shutdown()
+
+
+def test_payloads_larger_than_one_read_cross_the_worker_byte_for_byte(pool: Pool, gearmand: Gearmand) -> None:
+    """The worker reads into one reused buffer (256 KiB): a job of several reads, NULs and all, and small jobs
+    pipelined behind it in the same reads, must come back exact. pygearman is the client, and its payload is
+    upper-cased, so an echo of stale buffer contents could not pass."""
+    big = os.urandom(3 * 1024 * 1024 + 7).replace(b"\x00", b"\x00a")
+    small = [b"job %d \x00 tail" % n for n in range(30)]
+    client = gearman.GearmanClient([gearmand.address])
+    try:
+        requests = client.submit_multiple_jobs(
+            [{"task": "islandora_job_demo.raw_upper", "data": data} for data in [big, *small, big[::-1]]],
+            poll_timeout=60,
+        )
+        results = [request.result for request in requests]
+    finally:
+        client.shutdown()
+    assert results[0] == big.upper() and results[-1] == big[::-1].upper()
+    assert results[1:-1] == [data.upper() for data in small]
