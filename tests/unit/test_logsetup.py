@@ -112,3 +112,20 @@ def test_json_logs_escape_what_json_leaves_raw_and_decode_to_the_original() -> N
     line = _formatted(json_lines=True)
     assert not any(c in line for c in "\x1b\x07\x9b\u2028\n")
     assert json.loads(line)["message"] == f"reason={HOSTILE}"
+
+
+def test_the_plain_line_is_what_the_logging_template_would_write() -> None:
+    """The hand-built line against logging's own ``%``-template formatting of the same records: the same text,
+    across a change of second (the cached time stamp) and with a traceback."""
+    ours = logsetup.PlainFormatter()
+    template = logging.Formatter(logsetup.PLAIN_FORMAT)
+    try:
+        raise ValueError("bad\nvalue")
+    except ValueError as exc:
+        error = (type(exc), exc, exc.__traceback__)
+    for created, exc_info in [(1_764_000_000.25, None), (1_764_000_000.999, None), (1_764_000_001.0, error)]:
+        record = logging.LogRecord("islandora_job.x", logging.INFO, __file__, 1, "job %s done", ("nop",), exc_info)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        twin = logging.LogRecord("islandora_job.x", logging.INFO, __file__, 1, "job %s done", ("nop",), exc_info)
+        twin.created, twin.msecs = record.created, record.msecs
+        assert ours.format(record) == template.format(twin).replace("\n", "\n    ")
