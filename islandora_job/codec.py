@@ -96,15 +96,31 @@ def encode(command: Command, *args: bytes | str, response: bool = False) -> byte
     """Pack a packet with positional arguments in wire order; ``str`` arguments are sent as UTF-8.
 
     Requests are what clients and workers send (``\\0REQ``); ``response=True`` packs what a server sends, which
-    only test peers need.
+    only test peers need. The arguments are checked as pygearman's ``pack_binary_command`` checks them (their
+    number, bytes or text, no NUL but in the last) and packed with one ``struct`` call instead of through it: a
+    worker encodes a packet per job, and the wrapper cost about 4 µs of a no-op job's 60 (decision 0001).
+    ``tests/unit/test_codec.py`` compares the bytes with pygearman's for every packet type.
     """
     names = FIELDS[command]
     if len(args) != len(names):
         raise ValueError(f"{command.name} takes {len(names)} argument(s) {names}, got {len(args)}")
-    try:
-        return bytes(gp.pack_binary_command(command.value, dict(zip(names, args, strict=True)), is_response=response))
-    except gearman_errors.ProtocolError as exc:
-        raise ValueError(f"cannot encode {command.name}: {exc}") from exc
+    items = [arg if type(arg) is bytes else _argument(command, arg) for arg in args]
+    last = len(items) - 1
+    for index in range(last):
+        if b"\0" in items[index]:
+            raise ValueError(
+                f"cannot encode {command.name}: a NUL byte in {names[index]!r}, which is not the last argument"
+            )
+    body = b"\0".join(items)
+    return _HEADER.pack(RES_MAGIC if response else REQ_MAGIC, command.value, len(body)) + body
+
+
+def _argument(command: Command, arg: object) -> bytes:
+    if isinstance(arg, bytes):
+        return bytes(arg)
+    if isinstance(arg, str):
+        return arg.encode("utf-8")
+    raise ValueError(f"cannot encode {command.name}: an argument is {type(arg).__name__}, not bytes or str")
 
 
 class PacketReader:

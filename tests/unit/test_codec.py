@@ -56,6 +56,35 @@ def test_a_stream_split_anywhere_reassembles(stream: list[tuple[Command, tuple[b
     assert [p.command for p in whole] == [command for command, _ in stream]
 
 
+@settings(max_examples=600)
+@given(
+    st.sampled_from(list(Command)),
+    st.lists(st.one_of(st.binary(max_size=12), st.text(max_size=6), st.sampled_from([b"\0", "a\0", b"x\0y"]))),
+    st.booleans(),
+)
+def test_encoding_is_pygearmans_byte_for_byte(command: Command, args: list[bytes | str], response: bool) -> None:
+    """Our struct packing against pygearman's ``pack_binary_command``, the definition of the format we keep
+    (decision 0001): the same bytes for every packet type, and an error wherever pygearman refuses (a wrong
+    number of arguments, a NUL outside the last one)."""
+    from gearman import errors as gearman_errors
+    from gearman import protocol as gp
+
+    names = FIELDS[command]
+    args = args[: len(names)] if len(args) > len(names) and len(args) % 3 else args
+    try:
+        theirs = gp.pack_binary_command(command.value, dict(zip(names, args, strict=True)), is_response=response)
+    except (gearman_errors.ProtocolError, ValueError):
+        with pytest.raises(ValueError):
+            encode(command, *args, response=response)
+        return
+    assert encode(command, *args, response=response) == theirs
+
+
+def test_encoding_refuses_what_is_neither_bytes_nor_text() -> None:
+    with pytest.raises(ValueError, match=r"SUBMIT_JOB.*int"):
+        encode(Command.SUBMIT_JOB, "f", "u", 5)  # type: ignore[arg-type]
+
+
 def test_byte_at_a_time() -> None:
     data = encode(Command.JOB_ASSIGN_UNIQ, b"H:x:1", b"fn", b"u", b"payload\0with\0nuls", response=True)
     [packet] = read_all(data, chunk=1)
@@ -115,7 +144,7 @@ def test_oversized_packet_is_refused_from_its_header() -> None:
 def test_encode_checks_argument_count_and_nuls() -> None:
     with pytest.raises(ValueError, match="takes 3 argument"):
         encode(Command.SUBMIT_JOB, b"fn")
-    with pytest.raises(ValueError, match="NULL"):
+    with pytest.raises(ValueError, match="NUL byte in 'task'"):
         encode(Command.SUBMIT_JOB, b"f\0n", b"", b"data")
 
 
