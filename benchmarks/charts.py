@@ -32,7 +32,7 @@ def draw(fig_data: Figures) -> None:
         ax.text(
             0.99,
             0.97,
-            "raw1/2: raw socket; ij1/ijN/ij1w: islandora-job; pyg: pygearman; cli: gearman -w cat",
+            "raw1/2: raw socket; rawi: raw, one buffer; ij1/ijN/ij1w: islandora-job; pyg: pygearman; cli: gearman -w",
             transform=ax.transAxes,
             ha="right",
             va="top",

@@ -1,6 +1,6 @@
 """The generated section of docs/benchmarks.md: figures (benchmarks/figures.py) in, Markdown out. Nothing measured here.
 
-Two steps. :func:`summary` does every computation (medians, percentiles, ratios to the ceiling) and gives plain
+Two steps. :func:`summary` does every computation (medians, percentiles, ratios to the raw reference) and gives plain
 numbers. The template ``report.md.j2`` does the wording and the number formats. The goals the report quotes come
 from ``goals.toml``. So a change of wording touches the template only, a new goal the data file only.
 
@@ -57,8 +57,8 @@ def summary(fig: Figures) -> dict[str, Any]:
     """Every number the report shows, computed once; a section that was not run is None."""
     out: dict[str, Any] = {"fig": fig, "dispatch": None, "queues": None, "bridge": None, "payload": None}
     if fig.dispatch:
-        ceiling = fig.dispatch[0]
-        fg0, bg0 = median(ceiling.fg), median(ceiling.bg)
+        reference = fig.dispatch[0]
+        fg0, bg0 = median(reference.fg), median(reference.bg)
         rows = []
         for c in fig.dispatch:
             fg, bg = median(c.fg), median(c.bg)

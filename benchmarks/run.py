@@ -1,10 +1,11 @@
 """The worker runtime's benchmarks, in one invocation: ``python -m benchmarks.run [--quick]`` (``make bench``).
 
 Against gearmand 1.1.20 on 127.0.0.1 it measures, contenders interleaved round by round in one process tree
-(every worker started once and idle between its turns), medians over the rounds, and ratios to the raw ceiling:
+(every worker started once and idle between its turns), medians over the rounds, and ratios to the raw reference:
 
 * dispatch throughput of no-op jobs, foreground (200 in flight) and background (queued in one burst, timed until
-  gearmand's queue is empty): the raw-socket worker (1 and 2 processes: the ceiling), ``islandora-job worker``
+  gearmand's queue is empty): the raw-socket worker (1 and 2 processes: the reference; and 1 process reading into
+  one buffer, the true ceiling, see ``raw_worker.py``), ``islandora-job worker``
   (1 and N processes, plus 1 process logging at WARNING), pygearman's ``GearmanWorker``, ``gearman -w -- cat``;
 * foreground round-trip latency, one job at a time: p50/p95/p99;
 * background submission rate and submission-to-completion throughput per queue type (builtin, sqlite, MySQL
@@ -124,8 +125,8 @@ class Bench:
 
     # -- worker starters --
 
-    def raw(self, server: Gearmand, function: str, count: int = 1) -> list[subprocess.Popen[bytes]]:
-        return [self.procs.start([PYTHON, RAW_WORKER, server.address, function]) for _ in range(count)]
+    def raw(self, server: Gearmand, function: str, count: int = 1, *flags: str) -> list[subprocess.Popen[bytes]]:
+        return [self.procs.start([PYTHON, RAW_WORKER, server.address, function, *flags]) for _ in range(count)]
 
     def pool(
         self,
@@ -159,8 +160,9 @@ class Bench:
     def dispatch_and_latency(self) -> None:
         with self._gearmand("dispatch") as server:
             contenders = [
-                Contender("raw1", "raw socket worker, 1 process (ceiling)", "raw1", 1),
+                Contender("raw1", "raw socket worker, 1 process (reference)", "raw1", 1),
                 Contender("raw2", "raw socket worker, 2 processes", "raw2", 2),
+                Contender("rawi", "raw socket worker reading into one buffer, 1 process", "rawi", 1),
                 Contender("ij1", "islandora-job worker, 1 process", "ij1_nop", 1),
                 Contender("ijN", f"islandora-job worker, {CPUS} processes", "ijN_nop", CPUS),
                 Contender("ij1w", "islandora-job worker, 1 process, logging WARNING", "ij1w_nop", 1),
@@ -170,6 +172,7 @@ class Bench:
             pids = {
                 "raw1": [p.pid for p in self.raw(server, "raw1", 1)],
                 "raw2": [p.pid for p in self.raw(server, "raw2", 2)],
+                "rawi": [p.pid for p in self.raw(server, "rawi", 1, "--into")],
                 "ij1": [self.pool(server, "ij1", 1, prefix="ij1").pid],
                 "ijN": [self.pool(server, "ijN", CPUS, prefix="ijN").pid],
                 "ij1w": [self.pool(server, "ij1w", 1, prefix="ij1w", level="WARNING").pid],
