@@ -631,6 +631,8 @@ class Worker:
 
     def _log_outcome(self, done: _Done) -> None:
         name, assignment, outcome, seconds = done
+        if outcome.ok and not log.isEnabledFor(logging.INFO):
+            return  # a pool logging at WARNING: the fields below were built for nothing, on every job
         facts = logsetup.fields(
             f"job {outcome.status}",
             job=name,
