@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from benchmarks import charts, report
 from benchmarks.common import (
@@ -106,6 +106,13 @@ def settings(quick: bool, queues: list[str] | None) -> Settings:
     )
 
 
+#: gearmand's options where workers are compared: one I/O thread. gearmand hands new connections to its I/O threads
+#: in turn (gearmand_con_create: "a simple round-robin"), so with several, whether a contender's connection shared
+#: the load client's thread (no hand-over between threads on every job) depended on the order the connections were
+#: made in: a fixed advantage for some contenders, different in every run. The queue section keeps the default.
+EQUAL_TERMS: Final = ["--threads=1"]
+
+
 # --- measuring ----------------------------------------------------------------------------------------------------
 
 
@@ -158,10 +165,7 @@ class Bench:
     # -- sections --
 
     def dispatch_and_latency(self) -> None:
-        # One I/O thread: gearmand hands connections to its I/O threads in turn, so with several, whether a
-        # contender's connection shares the load client's thread (no hand-over between threads per job) depended
-        # on the order the connections were made in: a fixed advantage for some contenders, none for others.
-        with self._gearmand("dispatch", ["--threads=1"]) as server:
+        with self._gearmand("dispatch", EQUAL_TERMS) as server:
             contenders = [
                 Contender("raw1", "raw socket worker, 1 process (reference)", "raw1", 1),
                 Contender("raw2", "raw socket worker, 2 processes", "raw2", 2),
@@ -214,7 +218,7 @@ class Bench:
             self.fig.dispatch = contenders
 
     def bridge(self) -> None:
-        with self._gearmand("bridge") as server:
+        with self._gearmand("bridge", EQUAL_TERMS) as server:
             tail = '[[command_jobs]]\nname = "bridge_cat"\nargv = ["cat"]\ntimeout = 30\n'
             self.pool(server, "bridge", 1, tail=tail)
             self.cli(server, "cli_cat", "cat")
@@ -239,7 +243,7 @@ class Bench:
 
     def payload_sweep(self) -> None:
         rows = []
-        with self._gearmand("payload") as server:
+        with self._gearmand("payload", EQUAL_TERMS) as server:
             raw = self.raw(server, "sweep_raw", 1)[0]
             pool = self.pool(server, "sweep", 1, prefix="sw")
             wait_workers(server.port, "sweep_raw", 1)

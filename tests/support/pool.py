@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from tests.support.gearmand import admin
 from tests.support.peers import wait_for
@@ -63,7 +64,7 @@ class Pool:
         }
         self.env.pop("ISLANDORA_JOB_SERVERS", None)
         self.process: subprocess.Popen[bytes] | None = None
-        self._log_file = None
+        self._log_file: BinaryIO | None = None
 
     def write_config(
         self, *, concurrency: int, extra: str = "", pool: str = "", modules: Sequence[str] = (), tail: str = ""
@@ -108,11 +109,12 @@ class Pool:
 
     def wait_registered(self, port: int, function: str, count: int | None = None, timeout: float = 10.0) -> list[str]:
         want = self.concurrency if count is None else count
-        return wait_for(
-            lambda: (ids := registered_workers(port, function)) and len(ids) >= want and ids,
+        ids: list[str] = wait_for(
+            lambda: (found := registered_workers(port, function)) and len(found) >= want and found,
             timeout,
             message=f"{want} worker(s) registered for {function}",
         )
+        return ids
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
