@@ -98,7 +98,7 @@ def encode(command: Command, *args: bytes | str, response: bool = False) -> byte
     Requests are what clients and workers send (``\\0REQ``); ``response=True`` packs what a server sends, which
     only test peers need. The arguments are checked as pygearman's ``pack_binary_command`` checks them (their
     number, bytes or text, no NUL but in the last) and packed with one ``struct`` call instead of through it: a
-    worker encodes a packet per job, and the wrapper cost about 4 µs of a no-op job's 60 (decision 0001).
+    worker encodes a packet per job, and this takes 1.0 µs against 2.1 through the wrapper (decision 0001).
     ``tests/unit/test_codec.py`` compares the bytes with pygearman's for every packet type.
     """
     names = FIELDS[command]

@@ -61,7 +61,7 @@ class ReadBuffer:
     ``sock.recv(RECV_SIZE)`` allocates a bytes object of that size for every read. 256 KiB is above glibc's mmap
     threshold, so each read also cost an ``mmap``, an ``mremap`` to shrink the object to what came, a ``munmap``
     when it was freed, and a page fault: three system calls more per job than the read itself, and on a virtual
-    machine they cost more than the read (docs/benchmarks.md, "Reading into one buffer"). The view returned by
+    machine they cost more than the read (docs/benchmarks.md, "one buffer per connection"). The view returned by
     :meth:`read` is valid until the next read; its owner copies what it keeps.
     """
 
