@@ -32,7 +32,8 @@ that commits when the function returns, after gearmand accepted the job (later s
 site, which Drupal nests as a savepoint). The drush router's bootstrap hid that; a worker that starts a job within
 a millisecond does not. So a job that found no WAITING row has it looked for again once it ends, and a few times
 more later, in a background thread (:data:`LATE_DELAYS`), and the row found is deleted or marked. The cost is a few
-SELECTs for a job that never had a row (a batch job, another client), none of them before its answer.
+SELECTs for a job that never had a row (a batch job, another client), none of them before its answer. A job that
+timed out is looked for once, at once, after its answer: the watchdog ends the process, and the thread with it.
 
 Drivers are pure Python (PyMySQL, pg8000), imported when a database is first used, so the wheelhouse stays portable.
 """
@@ -447,11 +448,16 @@ class StatusTable:
             return Row(store, assignment.data, missing=True)
         return Row(store, assignment.data if status_id is False else status_id)
 
-    def end(self, row: Row, ok: bool) -> None:
-        """Delete the row (success) or mark it ERROR (failure)."""
+    def end(self, row: Row, ok: bool, *, last: bool = False) -> None:
+        """Delete the row (success) or mark it ERROR (failure). ``last``: the process ends right after (the
+        watchdog's path), so a row missing at the start is looked for now, once, not in the background thread that
+        dies with the process."""
         try:
             if row.missing and isinstance(row.status_id, bytes):
-                row.store.finish_late(row.status_id, ok)
+                if not last:
+                    row.store.finish_late(row.status_id, ok)
+                elif row.store.finish(row.status_id, ok) is None:
+                    row.store.missing(row.status_id)
             else:
                 row.store.finish(row.status_id, ok)
         except Exception:  # pragma: no cover - a bug here must not cost the job

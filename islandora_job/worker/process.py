@@ -118,7 +118,8 @@ class JobTracker(Protocol):
 
     def begin(self, assignment: Assignment, prepared: Prepared | Outcome) -> object | None: ...
 
-    def end(self, token: Any, ok: bool) -> None: ...
+    def end(self, token: Any, ok: bool, *, last: bool = False) -> None:
+        """``last``: the process ends right after (a timed-out job): nothing may be left to a background thread."""
 
 
 class Watchdog(threading.Thread):
@@ -704,7 +705,7 @@ class Worker:
         if self.record_failure is not None:
             self._record(token.assignment, token.name, Outcome.failure(reason, 1))
         if token.tracked is not None and self.tracker is not None:
-            self.tracker.end(token.tracked, False)
+            self.tracker.end(token.tracked, False, last=True)
         try:
             self.events.job_done(token.name, "timeout", token.timeout)
         finally:

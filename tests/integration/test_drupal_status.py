@@ -188,6 +188,17 @@ def test_a_job_past_its_time_limit_leaves_its_row_as_error(fresh: Stack) -> None
     fresh.pool.wait_registered(fresh.gearmand.port, RECORD, timeout=30)  # the replacement process is serving
 
 
+def test_a_hung_job_whose_row_commits_late_is_still_marked_error(fresh: Stack) -> None:
+    """The module commits the row 0.5 s after gearmand took the job, so the job starts without one; the watchdog
+    answers it at 1 s and ends the process at once, so the look for the row cannot be left to a background
+    thread that dies with it."""
+    (submitted,) = fresh.submit([fresh.job("bg", "ij_test_hang", "hung-late")], commit_delay_ms=500)
+    assert submitted["outcome"] == "submitted"
+    rows = wait_for(lambda: (rows := fresh.site.rows()) and rows[0][2] == -1 and rows, 15, message="an ERROR row")
+    assert [(data, state) for _id, data, state in rows] == [(submitted["payload"], -1)]
+    fresh.pool.wait_registered(fresh.gearmand.port, RECORD, timeout=30)
+
+
 def test_a_failed_foreground_job_leaves_no_waiting_row(fresh: Stack) -> None:
     (failed,) = fresh.submit([fresh.job("fg", FAIL, "fg-fail")])
     assert failed["outcome"] == "failed", failed
