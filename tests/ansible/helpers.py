@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tests.support.gearmand import admin, free_port
+from tests.support.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 ROLES = REPO / "roles"
@@ -116,16 +117,6 @@ def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: f
     raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 @contextlib.contextmanager
 def process(argv: Sequence[str], log: Path, port: int | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """A background process (output to log), waited for on its port, always stopped at exit."""
@@ -139,7 +130,7 @@ def process(argv: Sequence[str], log: Path, port: int | None = None) -> Iterator
                 raise AssertionError(f"{exc}\n--- {log}:\n{log.read_text(errors='replace')[-3000:]}") from None
         yield proc
     finally:
-        stop(proc)
+        stop_process(proc, 10)
 
 
 def queued(port: int, function: str) -> int:

@@ -37,11 +37,11 @@ from tests.ansible.helpers import (
     process,
     queued,
     run,
-    stop,
     system_binary,
     wait_port,
 )
 from tests.support.gearmand import admin, free_port
+from tests.support.processes import stop_process
 
 ROLE = ROLES / "gearman_server"
 CHECK_SCRIPT = ROLE / "files" / "gearman-server-check-queue"
@@ -147,7 +147,7 @@ class Server:
 
     def stop(self) -> None:
         if self.proc is not None:
-            stop(self.proc)  # SIGTERM: a clean stop
+            stop_process(self.proc, 10)  # SIGTERM: a clean stop
             assert self.proc.returncode is not None
 
     def restart(self) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tests.support.gearmand import free_port
 from tests.support.peers import wait_for
+from tests.support.processes import stop_process
 
 USER = "drupal"
 PASSWORD = "s3cret-pass-w0rd"  # distinctive: the tests grep logs and outputs for it
@@ -171,12 +172,7 @@ def mariadb() -> Iterator[Site]:
         if process is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGCONT)
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, 30)
         shutil.rmtree(home, ignore_errors=True)
 
 

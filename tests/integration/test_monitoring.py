@@ -24,6 +24,7 @@ from tests.support.exporter import fetch, running_exporter, sample
 from tests.support.gearmand import Gearmand, free_port
 from tests.support.peers import PlainClient, payload, wait_for
 from tests.support.pool import REPO, running_pool
+from tests.support.processes import stop_process
 
 RULES = REPO / "monitoring" / "prometheus" / "alerts.yml"
 RULE_TESTS = REPO / "monitoring" / "prometheus" / "alerts.test.yml"
@@ -85,12 +86,7 @@ def _prometheus(tmp: Path, exporter: str, worker: str) -> Iterator[str]:
         wait_for(lambda: _ready(url), timeout=60, interval=0.2, message="Prometheus ready")
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 20)
         log.close()
 
 

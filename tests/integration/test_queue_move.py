@@ -29,6 +29,7 @@ from islandora_job.codec import Command, encode
 from islandora_job.connection import Connection
 from tests.integration.peers import wait_for_workers
 from tests.support.gearmand import Gearmand, admin, free_port
+from tests.support.processes import stop_process
 
 MOVER = [sys.executable, "-m", "islandora_job.cli.main", "queue", "move"]
 PRIORITY_SUBMIT = {
@@ -50,12 +51,7 @@ def _process(argv: list[str], log: Path, port: int) -> Iterator[None]:
         _wait_port(port, proc)
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 10)
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30.0) -> None:

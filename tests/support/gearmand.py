@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from tests.support.processes import stop_process
+
 GEARMAND = shutil.which("gearmand") or "/usr/sbin/gearmand"
 
 
@@ -84,13 +86,7 @@ class Gearmand:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout, sig)
         self.process = None
 
     def restart(self) -> None:
