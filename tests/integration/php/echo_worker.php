@@ -6,9 +6,8 @@
 //   php_warn_fail  sends WORK_WARNING "disk full", then WORK_FAIL
 //   php_exception  reports WORK_EXCEPTION with the text "php says no"
 //   php_upper returns the payload's args[0] upper-cased (decodes the islandora_job JSON)
-list($host, $port) = explode(':', $argv[1]);
-$worker = new GearmanWorker();
-$worker->addServer($host, (int) $port);
+require __DIR__ . '/serve.php';
+$worker = connected_worker();
 $worker->addFunction('php_echo', function (GearmanJob $job) {
     return $job->workload();
 });
@@ -30,11 +29,4 @@ $worker->addFunction('php_upper', function (GearmanJob $job) {
     $payload = json_decode($job->workload(), true);
     return strtoupper($payload['args'][0]);
 });
-fwrite(STDOUT, "ready\n");
-fflush(STDOUT);
-// work() returns false after a job that failed, too: keep serving until killed.
-while (true) {
-    if (!$worker->work() && $worker->returnCode() == GEARMAN_COULD_NOT_CONNECT) {
-        usleep(100000);
-    }
-}
+serve($worker);
