@@ -112,7 +112,8 @@ def encode(command: Command, *args: bytes | str, response: bool = False) -> byte
                 f"cannot encode {command.name}: a NUL byte in {names[index]!r}, which is not the last argument"
             )
     body = b"\0".join(items)
-    return _HEADER.pack(RES_MAGIC if response else REQ_MAGIC, command.value, len(body)) + body
+    # ``command`` is an IntEnum, packed as the int it is: its ``.value`` is two Python calls.
+    return _HEADER.pack(RES_MAGIC if response else REQ_MAGIC, command, len(body)) + body
 
 
 def _argument(command: Command, arg: object) -> bytes:

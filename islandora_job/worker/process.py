@@ -132,7 +132,9 @@ class Watchdog(threading.Thread):
 
     def __init__(self, on_expiry: Callable[[object], None], slot: DeadlineSlot | None = None) -> None:
         super().__init__(name="watchdog", daemon=True)
-        self.lock = threading.Condition(threading.Lock())
+        # arm and disarm take the bare lock (a C-level ``with``); the Condition's own ``with`` is two Python calls.
+        self._mutex = threading.Lock()
+        self.lock = threading.Condition(self._mutex)
         self._on_expiry = on_expiry
         self._slot = slot  # the supervisor's copy of the deadline: its backstop when this thread cannot run
         self._token: object | None = None
@@ -141,7 +143,7 @@ class Watchdog(threading.Thread):
         self.fired = False
 
     def arm(self, token: object, seconds: float) -> None:
-        with self.lock:
+        with self._mutex:
             self._token = token
             self._deadline = time.monotonic() + seconds
             if self._slot is not None:
@@ -151,7 +153,7 @@ class Watchdog(threading.Thread):
 
     def disarm(self) -> bool:
         """Stop the clock; False when the watchdog already fired (it answers the job, not the caller)."""
-        with self.lock:
+        with self._mutex:
             self._token = None
             if self._slot is not None:
                 self._slot.publish(0.0)

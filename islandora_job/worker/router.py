@@ -27,13 +27,14 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from islandora_job.backoff import Backoff
 from islandora_job.payload import DEFAULT_SITE, Payload, PayloadError, decode
+from islandora_job.worker import context as job_context
 from islandora_job.worker import php_echo
-from islandora_job.worker.context import JobContext, NullReporter, Reporter, running
+from islandora_job.worker.context import JobContext, NullReporter, Reporter
 from islandora_job.worker.registry import JobSpec, Registry
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,11 @@ class Outcome:
     reason: str = ""
     #: Attempts made; 0 when the job never ran (bad payload, unknown job).
     attempts: int = 0
+    #: Whether the job completed: asked several times per job, so computed once (it was a property).
+    ok: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def ok(self) -> bool:
-        return self.status == "complete"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ok", self.status == "complete")
 
     @classmethod
     def failure(cls, reason: str, attempts: int = 0) -> Outcome:
@@ -234,8 +236,11 @@ class Router:
         )
         args: tuple[Any, ...] = (assignment.data,) if payload is None else payload.args
         try:
-            with running(context):
+            token = job_context.enter(context)
+            try:
                 value = spec.fn(*args)
+            finally:
+                job_context.leave(token)
         except Fail as exc:
             return Outcome("fail", reason=str(exc) or "failed", attempts=attempt)
         except SystemExit as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -18,6 +19,7 @@ from islandora_job.payload import (
     dedupe_key,
     function_name,
     parse_cli_argument,
+    parse_json,
 )
 
 json_values = st.recursive(
@@ -138,3 +140,30 @@ def test_a_cli_argument_that_starts_like_json_must_be_json(text: str) -> None:
     with pytest.raises(PayloadError, match="looks like JSON but is not valid JSON"):
         parse_cli_argument(text)
     assert parse_cli_argument("a{b") == "a{b" and parse_cli_argument("}") == "}"  # only a leading { or [
+
+
+_ENCODINGS = ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"]
+
+
+def _outcome(parse: Callable[[bytes], object], data: bytes) -> object:
+    try:
+        return ("value", parse(data))
+    except (UnicodeDecodeError, ValueError) as exc:
+        return ("error", type(exc))
+
+
+@settings(max_examples=500)
+@given(
+    st.one_of(
+        st.binary(max_size=40),
+        st.binary(max_size=40).map(lambda tail: b"{" + tail),
+        st.tuples(st.dictionaries(st.text(max_size=6), json_values, max_size=3), st.sampled_from(_ENCODINGS)).map(
+            lambda pair: json.dumps(pair[0], ensure_ascii=False).encode(pair[1])
+        ),
+        st.text(max_size=20).map(lambda text: ("{" + text).encode("utf-8", "surrogatepass")),
+    )
+)
+def test_parsing_is_json_loads_value_for_value_and_error_for_error(data: bytes) -> None:
+    """The worker's short cut for UTF-8 objects (parse_json) reads exactly what json.loads reads: the same value,
+    or the same kind of error, for any bytes, every encoding json.loads detects, and a BOM."""
+    assert _outcome(parse_json, data) == _outcome(json.loads, data)

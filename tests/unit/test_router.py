@@ -354,3 +354,27 @@ def test_the_heartbeat_goes_through_the_normal_job_path_with_its_payload() -> No
     assert prepared.payload is not None and prepared.payload.args == ("ping", 1764750000)
     assert prepared.payload.site == "http://localhost" and prepared.payload.uid == "1"
     assert Router(registry).run(prepared, PlainHooks()) == Outcome("complete", data=b"1", attempts=1)
+
+
+def _raises_value_error() -> None:
+    raise ValueError("no")
+
+
+def _fails() -> None:
+    raise Fail("plainly")
+
+
+@pytest.mark.parametrize(
+    ("fn", "status"), [(lambda: current_job().name, "complete"), (_raises_value_error, "exception"), (_fails, "fail")]
+)
+def test_the_job_context_is_current_during_the_call_only(fn: Any, status: str) -> None:
+    """The router sets the context for the call and resets it however the job ends: nothing leaks into the loop,
+    or into the next job."""
+    registry = Registry()
+    registry.add(_spec("r.scoped", fn), "test")
+    outcome = _call(Router(registry), "r.scoped")
+    assert (outcome.status, outcome.ok) == (status, status == "complete")
+    if outcome.ok:
+        assert outcome.data == b"r.scoped"
+    with pytest.raises(RuntimeError, match="outside a running job"):
+        current_job()
