@@ -5,7 +5,7 @@
 # Each target does its own set-up on a fresh Debian 12 machine as root.
 
 SHELL := /bin/bash
-.SHELLFLAGS := -eu -o pipefail -c
+.SHELLFLAGS := --norc -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
 PYTHON ?= /usr/bin/python3
