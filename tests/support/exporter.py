@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tests.support.gearmand import free_port
+from tests.support.processes import stop_process
 
 CLI = [sys.executable, "-m", "islandora_job.cli.main"]
 
@@ -57,12 +57,7 @@ def running_exporter(args: Sequence[str], log: Path) -> Iterator[str]:
             time.sleep(0.1)
         yield url
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 10)
 
 
 def peak_rss_kib(pid: int) -> int:
