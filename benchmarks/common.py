@@ -344,4 +344,23 @@ def machine() -> dict[str, str]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "idle": cpu_idle(),
     }
+
+
+def cpu_idle(sysfs: Path = Path("/sys")) -> str:
+    """How an idle CPU waits: the cpuidle driver, and for a virtual machine's ``haltpoll`` its polling window.
+
+    It decides the dispatch figures of one worker process: between two jobs the process sleeps while gearmand
+    answers, and a CPU that halts at once (``haltpoll`` with ``guest_halt_poll_ns`` 0) must be woken by the
+    hypervisor, which costs tens of microseconds per job (docs/benchmarks.md, 2026-12-03 evening).
+    """
+    try:
+        driver = (sysfs / "devices/system/cpu/cpuidle/current_driver").read_text().strip()
+    except OSError:
+        return "unknown"
+    try:
+        window = (sysfs / "module/haltpoll/parameters/guest_halt_poll_ns").read_text().strip()
+    except OSError:
+        return driver
+    return f"{driver}, guest_halt_poll_ns {window}"

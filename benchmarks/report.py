@@ -121,21 +121,29 @@ def summary(fig: Figures) -> dict[str, Any]:
     return out
 
 
-def _vs_baseline(fig: Figures) -> dict[str, Any] | None:
-    """This tree's 1-process worker against the baseline's, round by round (both ran in every round, interleaved):
-    the median of the per-round ratios, so that the machine's drift between rounds cancels out."""
+def _vs_baseline(fig: Figures) -> list[dict[str, Any]]:
+    """This tree's pools against the baseline's (1 process, and one per CPU), round by round (all ran in every
+    round, interleaved): the median of the per-round ratios, so that the machine's drift between rounds cancels
+    out. Empty without a baseline."""
     by = {c.key: c for c in fig.dispatch}
-    ours, base = by.get("ij1"), by.get("ij1base")
-    if ours is None or base is None:
-        return None
-    return {
-        "label": base.label,
-        "fg": median([a / b for a, b in zip(ours.fg, base.fg, strict=True)]),
-        "bg": median([a / b for a, b in zip(ours.bg, base.bg, strict=True)]),
-        "p50": percentile(ours.latency, 0.5) / percentile(base.latency, 0.5),
-        "cpu": median([a / b for a, b in zip(ours.cpu, base.cpu, strict=True)]) if ours.cpu and base.cpu else None,
-        "rounds": min(len(ours.fg), len(base.fg)),
-    }
+    out = []
+    for key in ("ij1", "ijN"):
+        ours, base = by.get(key), by.get(f"{key}base")
+        if ours is None or base is None:
+            continue
+        out.append(
+            {
+                "label": base.label,
+                "fg": median([a / b for a, b in zip(ours.fg, base.fg, strict=True)]),
+                "bg": median([a / b for a, b in zip(ours.bg, base.bg, strict=True)]),
+                "p50": percentile(ours.latency, 0.5) / percentile(base.latency, 0.5),
+                "cpu": median([a / b for a, b in zip(ours.cpu, base.cpu, strict=True)])
+                if ours.cpu and base.cpu
+                else None,
+                "rounds": min(len(ours.fg), len(base.fg)),
+            }
+        )
+    return out
 
 
 def environment() -> jinja2.Environment:

@@ -186,10 +186,14 @@ class Bench:
                 "pyg": [self.procs.start([PYTHON, PYGEARMAN_WORKER, server.address, "pyg"], env=bench_env()).pid],
                 "cli": [self.cli(server, "cli", "cat").pid],
             }
-            if self.baseline is not None:
-                label = f"islandora-job worker, 1 process, baseline {revision(self.baseline)}"
-                contenders.append(Contender("ij1base", label, "ij1base_nop", 1))
-                pids["ij1base"] = [self.pool(server, "ij1base", 1, prefix="ij1base", tree=self.baseline).pid]
+            if self.baseline is not None:  # the same two pools, run by the baseline tree's code
+                for key, processes in (("ij1base", 1), ("ijNbase", CPUS)):
+                    label = f"islandora-job worker, {processes} process{'es' if processes > 1 else ''}"
+                    contenders.append(
+                        Contender(key, f"{label}, baseline {revision(self.baseline)}", f"{key}_nop", processes)
+                    )
+                    pool = self.pool(server, key, processes, prefix=key, tree=self.baseline)
+                    pids[key] = [pool.pid]
             for c in contenders:
                 wait_workers(server.port, c.function, c.processes)
             client = LoadClient(server.port)

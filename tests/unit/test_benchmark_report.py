@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.common import cpu_idle
 from benchmarks.figures import Contender, DeployRun, Figures, PayloadRow, QueueRow
 from benchmarks.report import BEGIN, END, load_goals, render, write_doc
 
 EXPECTED = Path(__file__).parent / "benchmark_report"
 
-MACHINE = {"cpu": "4 x Test CPU", "memory": "8 GiB", "kernel": "6.1.0", "python": "3.11.2", "load": "0.50 0.40 0.30"}
+MACHINE = {"cpu": "4 x Test CPU", "memory": "8 GiB", "kernel": "6.1.0", "python": "3.11.2", "load": "0.50 0.40 0.30",
+           "idle": "haltpoll, guest_halt_poll_ns 0"}  # fmt: skip
 VERSIONS = {
     "gearmand": "gearmand 1.1.20",
     "islandora-job": "0.1.0",
@@ -142,3 +144,31 @@ def test_a_baseline_worker_is_compared_round_by_round() -> None:
     assert "Against the islandora-job worker, 1 process, baseline abc123 (`--baseline`)" in text
     assert "median of the 3 per-round ratios: foreground x1.000, background x1.006, worker CPU per job x1.100" in text
     assert "round-trip p50 x1.250 (above 1: slower)" in text
+    assert "processes, baseline" not in text  # no pool of several processes from the baseline: no line for it
+
+
+def test_the_baselines_pool_of_several_processes_gets_its_own_line() -> None:
+    fig = full()
+    ours = next(c for c in fig.dispatch if c.key == "ijN")
+    fig.dispatch.append(
+        Contender("ijNbase", "islandora-job worker, 4 processes, baseline abc123", "ijNbase_nop", 4,
+                  fg=[f / 2 for f in ours.fg], bg=list(ours.bg), latency=list(ours.latency), cpu=list(ours.cpu))
+    )  # fmt: skip
+    text = render(fig)
+    assert "Against the islandora-job worker, 1 process, baseline" not in text
+    assert "Against the islandora-job worker, 4 processes, baseline abc123 (`--baseline`)" in text
+    assert "foreground x2.000, background x1.000" in text
+
+
+def test_the_machine_line_says_how_an_idle_cpu_waits(tmp_path: Path) -> None:
+    assert "CPU idle haltpoll, guest_halt_poll_ns 0, load" in render(full())
+    old = full()
+    old.machine = {key: value for key, value in old.machine.items() if key != "idle"}
+    assert "CPU idle unknown, load" in render(old)  # figures saved before the fact was collected
+    assert cpu_idle(tmp_path) == "unknown"
+    (tmp_path / "devices/system/cpu/cpuidle").mkdir(parents=True)
+    (tmp_path / "devices/system/cpu/cpuidle/current_driver").write_text("haltpoll\n")
+    assert cpu_idle(tmp_path) == "haltpoll"
+    (tmp_path / "module/haltpoll/parameters").mkdir(parents=True)
+    (tmp_path / "module/haltpoll/parameters/guest_halt_poll_ns").write_text("0\n")
+    assert cpu_idle(tmp_path) == "haltpoll, guest_halt_poll_ns 0"
