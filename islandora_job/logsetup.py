@@ -10,6 +10,10 @@ job's time (docs/worker.md, section ``[logging]``, has the measurement). So line
 written together, at the latest :data:`BATCH_SECONDS` after the first of them; a WARNING or worse writes at once,
 with everything before it, so a failure is never held back and the order of lines is kept. A process killed with
 SIGKILL can lose at most that last fraction of a second of INFO lines.
+
+The worker's line per job can skip the logging module's generic path (:func:`info_line`): a record, the walk of
+the logger tree, the handler's filters and lock, about forty Python calls. It does so only while nothing but this
+module's own plain handler would see the line, and writes the same text as that path would.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -68,11 +73,7 @@ class PlainFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         record.message = message = escape_controls(record.getMessage())
-        second = int(record.created)
-        if second != self._second:  # the time as Formatter.formatTime writes it, without its milliseconds
-            self._stamp = time.strftime(self.default_time_format, self.converter(record.created))
-            self._second = second
-        line = f"{self._stamp},{int(record.msecs):03d} {record.levelname} [{record.process}] {record.name}: {message}"
+        line = self.line(record.created, record.msecs, record.levelname, record.process, record.name, message)
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
@@ -80,6 +81,14 @@ class PlainFormatter(logging.Formatter):
         if record.stack_info:
             line += "\n" + self.formatStack(record.stack_info)
         return line.replace("\n", "\n    ")
+
+    def line(self, created: float, msecs: float, level: str, process: int | None, name: str, message: str) -> str:
+        """The first line of a record: time stamp, level, PID, logger and the (escaped) message."""
+        second = int(created)
+        if second != self._second:  # the time as Formatter.formatTime writes it, without its milliseconds
+            self._stamp = time.strftime(self.default_time_format, self.converter(created))
+            self._second = second
+        return f"{self._stamp},{int(msecs):03d} {level} [{process}] {name}: {message}"
 
     def formatException(self, ei: Any) -> str:
         return escape_controls(super().formatException(ei), keep="\n")
@@ -138,10 +147,14 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             self.handleError(record)
             return
+        self.add(line, record.levelno >= logging.WARNING)
+
+    def add(self, line: str, at_once: bool = False) -> None:
+        """Queue a formatted line (with its terminator); ``at_once``: write it and everything before it now."""
         with self.lock:  # type: ignore[union-attr]
             self._pending.append(line)
             self._size += len(line)
-            if record.levelno >= logging.WARNING or self._size >= BATCH_BYTES:
+            if at_once or self._size >= BATCH_BYTES:
                 self._write_pending()
             elif len(self._pending) == 1:
                 self._due.set()
@@ -174,6 +187,44 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.flush()
 
 
+#: The handler :func:`configure` installed with the plain format, the one :func:`info_line` may write to; None
+#: with the JSON format, or before :func:`configure`.
+_plain_handler: BatchingHandler | None = None
+
+
+def info_line(logger: logging.Logger, message: str) -> bool:
+    """Write ``message`` as an INFO line of ``logger``, as ``logger.info`` would, if only our handler would see it.
+
+    True: written, the same text ``logger.info`` would have put in the batch. False: nothing written, because
+    INFO is off for ``logger``, or the plain handler of :func:`configure` is not the only thing that would see the
+    record (the JSON format; a handler or filter added anywhere on the way to the root, as an error tracker's
+    integration does; a logger that does not propagate). The caller then logs through ``logger`` as usual.
+    A busy worker calls this once per job; the generic path costs several times as much (docs/worker.md,
+    section ``[logging]``).
+    """
+    handler = _plain_handler
+    if handler is None or not logger.isEnabledFor(logging.INFO) or logger.filters or logger.disabled:
+        return False
+    if handler.filters or handler.level > logging.INFO or not isinstance(handler.formatter, PlainFormatter):
+        return False
+    node: logging.Logger | None = logger
+    while node is not None:  # Logger.callHandlers' walk: every handler on the way sees the record
+        if node.parent is None:
+            if len(node.handlers) != 1 or node.handlers[0] is not handler:
+                return False
+        elif node.handlers or not node.propagate:
+            return False
+        node = node.parent
+    created = time.time()
+    msecs = int((created - int(created)) * 1000) + 0.0  # as LogRecord computes it
+    process = os.getpid() if logging.logProcesses else None
+    handler.add(
+        handler.formatter.line(created, msecs, "INFO", process, logger.name, escape_controls(message))
+        + handler.terminator
+    )
+    return True
+
+
 def configure(level: str = "INFO", json_lines: bool = False) -> None:
     """Log to stderr in this process (ours: the worker, the exporter), in the plain or the JSON format.
 
@@ -185,8 +236,10 @@ def configure(level: str = "INFO", json_lines: bool = False) -> None:
     logging._srcfile = None  # the HOWTO's documented switch for findCaller
     logging.logThreads = False
     logging.logMultiprocessing = False
+    global _plain_handler
     handler = BatchingHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else PlainFormatter())
+    _plain_handler = None if json_lines else handler
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -64,7 +64,6 @@ from islandora_job.worker.router import Assignment, Outcome, Prepared, Router
 
 log = logging.getLogger(__name__)
 
-#: Exit status of a process whose watchdog answered a hung job (the supervisor restarts it without delay).
 #: Seconds a server has to answer a grab (or the probe after connecting) before it is treated as down.
 DEFAULT_GRAB_TIMEOUT: Final = PoolConfig().grab_timeout
 RSS_CHECK_INTERVAL: Final = 1.0
@@ -72,6 +71,8 @@ RSS_CHECK_INTERVAL: Final = 1.0
 MIN_ANSWER_RATE: Final = 10 * 1024 * 1024
 READABLE: Final = select.POLLIN | select.POLLPRI
 FAILED: Final = select.POLLERR | select.POLLHUP | select.POLLNVAL
+#: The INFO line of a completed job (its name, handle, function and duration).
+_COMPLETE: Final = "job %s handle=%s function=%s outcome=complete duration=%.3fs"
 
 
 class StopReason(enum.Enum):
@@ -634,8 +635,12 @@ class Worker:
 
     def _log_outcome(self, done: _Done) -> None:
         name, assignment, outcome, seconds = done
-        if outcome.ok and not log.isEnabledFor(logging.INFO):
-            return  # a pool logging at WARNING: the fields below were built for nothing, on every job
+        if outcome.ok:
+            if not log.isEnabledFor(logging.INFO):
+                return  # a pool logging at WARNING: the fields below would be built for nothing, on every job
+            args = (name, assignment.handle, assignment.function, seconds)
+            if logsetup.info_line(log, _COMPLETE % args):
+                return  # the plain format's line, without logging's generic path (the JSON format needs facts)
         facts = logsetup.fields(
             f"job {outcome.status}",
             job=name,
@@ -648,14 +653,7 @@ class Worker:
             **({} if outcome.ok else {"reason": outcome.reason}),
         )
         if outcome.ok:
-            log.info(
-                "job %s handle=%s function=%s outcome=complete duration=%.3fs",
-                name,
-                assignment.handle,
-                assignment.function,
-                seconds,
-                extra=facts,
-            )
+            log.info(_COMPLETE, *args, extra=facts)
         else:
             log.warning(
                 "job %s handle=%s function=%s outcome=%s duration=%.3fs attempts=%d reason=%s",

@@ -5,7 +5,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 import time
+from collections.abc import Callable
+
+import pytest
 
 from islandora_job import logsetup
 from islandora_job.logsetup import BATCH_SECONDS, BatchingHandler
@@ -129,3 +133,93 @@ def test_the_plain_line_is_what_the_logging_template_would_write() -> None:
         twin = logging.LogRecord("islandora_job.x", logging.INFO, __file__, 1, "job %s done", ("nop",), exc_info)
         twin.created, twin.msecs = record.created, record.msecs
         assert ours.format(record) == template.format(twin).replace("\n", "\n    ")
+
+
+class _Configured:
+    """``configure()`` writing to a string; the root logger's handlers and level, and logging's switches, restored
+    on exit."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, json_lines: bool = False, level: str = "INFO") -> None:
+        self.stream = io.StringIO()
+        self.monkeypatch = monkeypatch
+        self.json_lines, self.level = json_lines, level
+
+    def __enter__(self) -> io.StringIO:
+        root = logging.getLogger()
+        self.saved = list(root.handlers), root.level
+        for name in ("_srcfile", "logThreads", "logMultiprocessing"):
+            self.monkeypatch.setattr(logging, name, getattr(logging, name))
+        self.monkeypatch.setattr(sys, "stderr", self.stream)
+        logsetup.configure(self.level, self.json_lines)
+        return self.stream
+
+    def __exit__(self, *exc: object) -> None:
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            handler.close()
+        for handler in self.saved[0]:
+            root.addHandler(handler)
+        root.setLevel(self.saved[1])
+        logsetup._plain_handler = None
+
+
+def test_the_direct_info_line_is_the_line_logging_would_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """:func:`logsetup.info_line` against ``logger.info`` at the same instant: the same text, character for
+    character, hostile text included (escaped by both)."""
+    logger = logging.getLogger("islandora_job.worker.process")
+    message = f"job nop handle=H:x:1 function={HOSTILE} outcome=complete duration=0.000s"
+    with _Configured(monkeypatch) as stream:
+        for now in (1_764_000_000.25, 1_764_000_000.999, 1_764_000_001.0):
+            monkeypatch.setattr(time, "time", lambda now=now: now)
+            assert logsetup.info_line(logger, message)
+            logger.info("%s", message)
+        logging.getLogger().handlers[0].flush()
+    direct, generic = stream.getvalue().splitlines()[0::2], stream.getvalue().splitlines()[1::2]
+    assert len(direct) == 3 and direct == generic
+    assert direct[0].startswith(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(1_764_000_000)) + ",250 INFO [")
+    assert "\x1b" not in stream.getvalue() and stream.getvalue().count("\n") == 6
+
+
+def _add_handler(logger: logging.Logger) -> None:
+    logger.addHandler(logging.NullHandler())
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(None, id="the JSON format"),
+        pytest.param(lambda: _add_handler(logging.getLogger()), id="another handler on the root"),
+        pytest.param(lambda: _add_handler(logging.getLogger("islandora_job")), id="a handler on the way"),
+        pytest.param(lambda: _add_handler(logging.getLogger("islandora_job.worker.process")), id="a handler here"),
+        pytest.param(lambda: logging.getLogger("islandora_job").__setattr__("propagate", False), id="no propagation"),
+        pytest.param(
+            lambda: logging.getLogger("islandora_job.worker.process").addFilter(lambda r: True), id="a logger filter"
+        ),
+        pytest.param(lambda: logging.getLogger().handlers[0].addFilter(lambda r: True), id="a handler filter"),
+        pytest.param(lambda: logging.getLogger().handlers[0].setFormatter(logging.Formatter()), id="a formatter"),
+        pytest.param(lambda: logging.getLogger().setLevel(logging.WARNING), id="level WARNING"),
+        pytest.param(lambda: logging.disable(logging.INFO), id="logging.disable"),
+    ],
+)
+def test_the_direct_info_line_steps_aside_when_anything_else_would_see_the_record(
+    monkeypatch: pytest.MonkeyPatch, change: Callable[[], None] | None
+) -> None:
+    """Whatever else would see the record (an error tracker's handler, a filter), or when INFO is off, nothing is
+    written directly: the caller logs through ``logging`` as usual."""
+    for name in ("islandora_job", "islandora_job.worker.process"):
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "handlers", [])
+        monkeypatch.setattr(logger, "filters", [])
+        monkeypatch.setattr(logger, "propagate", True)
+    try:
+        with _Configured(monkeypatch, json_lines=change is None) as stream:
+            if change is not None:
+                change()
+            logger = logging.getLogger("islandora_job.worker.process")
+            logger.manager._clear_cache()  # type: ignore[attr-defined]  # isEnabledFor's cache
+            assert not logsetup.info_line(logger, "job nop outcome=complete")
+            logging.getLogger().handlers[0].flush()
+            assert stream.getvalue() == ""
+    finally:
+        logging.disable(logging.NOTSET)
