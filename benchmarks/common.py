@@ -353,7 +353,8 @@ def cpu_idle(sysfs: Path = Path("/sys")) -> str:
 
     It decides the dispatch figures of one worker process: between two jobs the process sleeps while gearmand
     answers, and a CPU that halts at once (``haltpoll`` with ``guest_halt_poll_ns`` 0) must be woken by the
-    hypervisor, which costs tens of microseconds per job (docs/benchmarks.md, 2026-12-03 evening).
+    hypervisor, which costs tens of microseconds per job (docs/benchmarks.md, "The direct log line, and a CPU that
+    halts when idle").
     """
     try:
         driver = (sysfs / "devices/system/cpu/cpuidle/current_driver").read_text().strip()
