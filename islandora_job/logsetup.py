@@ -12,8 +12,8 @@ with everything before it, so a failure is never held back and the order of line
 SIGKILL can lose at most that last fraction of a second of INFO lines.
 
 The worker's line per job can skip the logging module's generic path (:func:`info_line`): a record, the walk of
-the logger tree, the handler's filters and lock, about forty Python calls. It does so only while nothing but this
-module's own plain handler would see the line, and writes the same text as that path would.
+the logger tree, the filter calls, about forty Python calls. It does so only while nothing but this module's own
+plain handler would see the line, and writes the same text as that path would.
 """
 
 from __future__ import annotations

@@ -640,7 +640,7 @@ class Worker:
                 return  # a pool logging at WARNING: the fields below would be built for nothing, on every job
             args = (name, assignment.handle, assignment.function, seconds)
             if logsetup.info_line(log, _COMPLETE % args):
-                return  # the plain format's line, without logging's generic path (the JSON format needs facts)
+                return  # written as the plain format writes it; otherwise logging's path, with the facts
         facts = logsetup.fields(
             f"job {outcome.status}",
             job=name,
