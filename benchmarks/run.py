@@ -187,13 +187,12 @@ class Bench:
                 "cli": [self.cli(server, "cli", "cat").pid],
             }
             if self.baseline is not None:  # the same two pools, run by the baseline tree's code
-                for key, processes in (("ij1base", 1), ("ijNbase", CPUS)):
-                    label = f"islandora-job worker, {processes} process{'es' if processes > 1 else ''}"
-                    contenders.append(
-                        Contender(key, f"{label}, baseline {revision(self.baseline)}", f"{key}_nop", processes)
-                    )
-                    pool = self.pool(server, key, processes, prefix=key, tree=self.baseline)
-                    pids[key] = [pool.pid]
+                ours = {c.key: c for c in contenders}
+                for key in ("ij1", "ijN"):
+                    mine, base = ours[key], f"{key}base"
+                    label = f"{mine.label}, baseline {revision(self.baseline)}"
+                    contenders.append(Contender(base, label, f"{base}_nop", mine.processes))
+                    pids[base] = [self.pool(server, base, mine.processes, prefix=base, tree=self.baseline).pid]
             for c in contenders:
                 wait_workers(server.port, c.function, c.processes)
             client = LoadClient(server.port)

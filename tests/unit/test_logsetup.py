@@ -76,44 +76,62 @@ def test_close_and_flush_write_what_is_waiting() -> None:
 HOSTILE = "boom\x1b[2J\x1b]0;owned\x07\n2026-01-01 00:00:00,000 ERROR [1] forged: line\x9b31m\u2028end"
 
 
-def _formatted(json_lines: bool, exc: BaseException | None = None) -> str:
-    """One record with hostile text, formatted as the worker's configured handler formats it."""
-    root = logging.getLogger()
-    saved = list(root.handlers), root.level
-    logsetup.configure("INFO", json_lines)
-    try:
-        handler = root.handlers[0]
-        record = logging.LogRecord("islandora_job.worker", logging.WARNING, __file__, 1, "reason=%s", (HOSTILE,), None)
-        if exc is not None:
-            record.exc_info = (type(exc), exc, exc.__traceback__)
-        return handler.format(record)
-    finally:
+class _Configured:
+    """``configure()`` writing to a string; the root logger's handlers and level, and logging's switches, restored
+    on exit."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, json_lines: bool = False) -> None:
+        self.stream = io.StringIO()
+        self.monkeypatch = monkeypatch
+        self.json_lines = json_lines
+
+    def __enter__(self) -> io.StringIO:
+        root = logging.getLogger()
+        self.saved = list(root.handlers), root.level
+        for name in ("_srcfile", "logThreads", "logMultiprocessing"):
+            self.monkeypatch.setattr(logging, name, getattr(logging, name))
+        self.monkeypatch.setattr(sys, "stderr", self.stream)
+        logsetup.configure("INFO", self.json_lines)
+        return self.stream
+
+    def __exit__(self, *exc: object) -> None:
+        root = logging.getLogger()
         for handler in list(root.handlers):
             root.removeHandler(handler)
             handler.close()
-        for handler in saved[0]:
+        for handler in self.saved[0]:
             root.addHandler(handler)
-        root.setLevel(saved[1])
+        root.setLevel(self.saved[1])
+        logsetup._plain_handler = None
 
 
-def test_text_logs_escape_control_characters_and_forge_no_line() -> None:
-    line = _formatted(json_lines=False)
+def _formatted(monkeypatch: pytest.MonkeyPatch, json_lines: bool, exc: BaseException | None = None) -> str:
+    """One record with hostile text, formatted as the worker's configured handler formats it."""
+    with _Configured(monkeypatch, json_lines=json_lines):
+        record = logging.LogRecord("islandora_job.worker", logging.WARNING, __file__, 1, "reason=%s", (HOSTILE,), None)
+        if exc is not None:
+            record.exc_info = (type(exc), exc, exc.__traceback__)
+        return logging.getLogger().handlers[0].format(record)
+
+
+def test_text_logs_escape_control_characters_and_forge_no_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    line = _formatted(monkeypatch, json_lines=False)
     assert "\n" not in line and not any(c in line for c in "\x1b\x07\x9b\u2028")
     assert "boom\\u001b[2J\\u001b]0;owned\\u0007\\n2026-01-01" in line and "line\\u009b31m\\u2028end" in line
 
 
-def test_a_traceback_keeps_its_lines_indented_under_its_record() -> None:
+def test_a_traceback_keeps_its_lines_indented_under_its_record(monkeypatch: pytest.MonkeyPatch) -> None:
     try:
         raise ValueError(HOSTILE)
     except ValueError as exc:
-        text = _formatted(json_lines=False, exc=exc)
+        text = _formatted(monkeypatch, json_lines=False, exc=exc)
     _first, *rest = text.split("\n")
     assert rest and all(line.startswith("    ") for line in rest), text  # only the record's own line at column 0
     assert "\x1b" not in text and "\x9b" not in text
 
 
-def test_json_logs_escape_what_json_leaves_raw_and_decode_to_the_original() -> None:
-    line = _formatted(json_lines=True)
+def test_json_logs_escape_what_json_leaves_raw_and_decode_to_the_original(monkeypatch: pytest.MonkeyPatch) -> None:
+    line = _formatted(monkeypatch, json_lines=True)
     assert not any(c in line for c in "\x1b\x07\x9b\u2028\n")
     assert json.loads(line)["message"] == f"reason={HOSTILE}"
 
@@ -133,35 +151,6 @@ def test_the_plain_line_is_what_the_logging_template_would_write() -> None:
         twin = logging.LogRecord("islandora_job.x", logging.INFO, __file__, 1, "job %s done", ("nop",), exc_info)
         twin.created, twin.msecs = record.created, record.msecs
         assert ours.format(record) == template.format(twin).replace("\n", "\n    ")
-
-
-class _Configured:
-    """``configure()`` writing to a string; the root logger's handlers and level, and logging's switches, restored
-    on exit."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, json_lines: bool = False, level: str = "INFO") -> None:
-        self.stream = io.StringIO()
-        self.monkeypatch = monkeypatch
-        self.json_lines, self.level = json_lines, level
-
-    def __enter__(self) -> io.StringIO:
-        root = logging.getLogger()
-        self.saved = list(root.handlers), root.level
-        for name in ("_srcfile", "logThreads", "logMultiprocessing"):
-            self.monkeypatch.setattr(logging, name, getattr(logging, name))
-        self.monkeypatch.setattr(sys, "stderr", self.stream)
-        logsetup.configure(self.level, self.json_lines)
-        return self.stream
-
-    def __exit__(self, *exc: object) -> None:
-        root = logging.getLogger()
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-            handler.close()
-        for handler in self.saved[0]:
-            root.addHandler(handler)
-        root.setLevel(self.saved[1])
-        logsetup._plain_handler = None
 
 
 def test_the_direct_info_line_is_the_line_logging_would_write(monkeypatch: pytest.MonkeyPatch) -> None:
